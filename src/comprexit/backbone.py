@@ -1,0 +1,263 @@
+"""The frozen causal LM that both compresses (encoder pass) and reads (decoder pass).
+
+`Backbone` wraps any Hugging Face causal LM through its public interface only: token ids
+in, all hidden states out, `inputs_embeds` in, greedy tokens out. Its weights never train.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import bundled
+from .errors import CheckpointError, ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTENTIONS = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What a compressor checkpoint must match: it was trained on exactly these hidden states."""
+
+    name: str
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BackboneIdentity":
+        try:
+            return cls(**{k: values[k] for k in ("name", "model_type", "hidden_size", "num_layers", "vocab_size")})
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"backbone identity is incomplete: {values!r}") from error
+
+    def mismatch(self, other: "BackboneIdentity") -> list[str]:
+        """Structural differences (name differences alone are tolerated: one model, many paths)."""
+        fields = ("model_type", "hidden_size", "num_layers", "vocab_size")
+        return [f"{f} {getattr(self, f)} != {getattr(other, f)}" for f in fields if getattr(self, f) != getattr(other, f)]
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} ({self.model_type}, hidden {self.hidden_size}, {self.num_layers} layers, "
+            f"vocab {self.vocab_size})"
+        )
+
+
+@dataclass
+class EncodedContexts:
+    """All hidden states of a batch of contexts, right-padded.
+
+    hidden_states: (batch, tokens, layers + 1, hidden); index 0 is the embedding output.
+    mask: (batch, tokens) bool, True on real tokens.
+    """
+
+    hidden_states: torch.Tensor
+    mask: torch.Tensor
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device} was asked for, but no CUDA GPU is available")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {sorted(DTYPES)} or 'auto', got {dtype!r}")
+    return DTYPES[dtype]
+
+
+class Backbone:
+    """A frozen causal LM with its tokenizer.
+
+    Load one with `Backbone.load()` (the bundled Gemma-3-270M), `Backbone.load("org/model")`
+    (a hub id or a local folder) or `Backbone.load("file.gguf")`.
+    """
+
+    def __init__(self, model, tokenizer, name: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        model.eval()
+        model.requires_grad_(False)
+        config = model.config
+        self.config = config
+        self.identity = BackboneIdentity(
+            name=name,
+            model_type=str(getattr(config, "model_type", "unknown")),
+            hidden_size=int(config.hidden_size),
+            num_layers=int(config.num_hidden_layers),
+            vocab_size=int(model.get_input_embeddings().num_embeddings),
+        )
+        self.bos_token_id = tokenizer.bos_token_id
+        self.stop_token_ids = _stop_ids(tokenizer, model)
+        self.eos_token_id = self.stop_token_ids[0] if self.stop_token_ids else None
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else (self.eos_token_id if self.eos_token_id is not None else 0)
+        self.max_positions = getattr(config, "max_position_embeddings", None)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path | None = None,
+        *,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype | None = "auto",
+        attn_implementation: str = "sdpa",
+        gguf_file: str | None = None,
+    ) -> "Backbone":
+        """Load a causal LM frozen, in eval mode, on `device` in `dtype`.
+
+        `name_or_path` None (or "gemma-3-270m") gives the bundled default; a `.gguf` path or
+        `gguf_file=` loads a GGUF checkpoint dequantised to a plain dense model.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if attn_implementation not in ATTENTIONS:
+            raise ConfigError(f"attn_implementation must be one of {ATTENTIONS}, got {attn_implementation!r}")
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        if name_or_path is None or str(name_or_path) in bundled.BUNDLED_ALIASES:
+            folder, name = bundled.ensure_dense_copy(), bundled.BUNDLED_NAME
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation=attn_implementation)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        elif gguf_file is not None or str(name_or_path).endswith(".gguf"):
+            path = Path(name_or_path) / gguf_file if gguf_file else Path(name_or_path)
+            model, tokenizer = bundled.load_gguf(path, dtype=torch_dtype)
+            model.set_attn_implementation(attn_implementation)
+            name = path.name
+        else:
+            name = str(name_or_path)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, attn_implementation=attn_implementation)
+                tokenizer = AutoTokenizer.from_pretrained(name)
+            except (OSError, ValueError) as error:
+                raise CheckpointError(f"cannot load causal LM {name!r}: {str(error).splitlines()[0]}") from error
+        return cls(model.to(device), tokenizer, name)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return self.identity.hidden_size
+
+    @property
+    def num_hidden_states(self) -> int:
+        """L + 1: the embedding output plus one state per layer."""
+        return self.identity.num_layers + 1
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    # ------------------------------------------------------------------ tokens and embeddings
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` without special tokens."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @property
+    def bos_ids(self) -> list[int]:
+        """[BOS] where the model has one (Gemma and Llama do; some models have none)."""
+        return [self.bos_token_id] if self.bos_token_id is not None else []
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings exactly as the model computes them (Gemma's sqrt(H) scale included)."""
+        return self.model.get_input_embeddings()(input_ids.to(self.device))
+
+    @torch.no_grad()
+    def embedding_rms(self, sample: int = 4096) -> float:
+        """Root-mean-square entry of the decoder's input embeddings over a spread of the vocabulary."""
+        vocab = self.identity.vocab_size
+        ids = torch.linspace(0, vocab - 1, steps=min(sample, vocab), device=self.device).long()
+        return float(self.embed(ids).float().pow(2).mean().sqrt())
+
+    # ------------------------------------------------------------------ encoder pass
+    @torch.no_grad()
+    def encode(self, contexts: Sequence[Sequence[int]]) -> EncodedContexts:
+        """Run the frozen model over `[BOS] + context` and return every layer's states.
+
+        The BOS position is dropped (it is not part of the context); contexts are right-padded
+        so token t of every context sits at position t.
+        """
+        if not contexts or any(len(c) == 0 for c in contexts):
+            raise InputError("cannot encode an empty context")
+        bos = self.bos_ids
+        width = max(len(c) for c in contexts) + len(bos)
+        ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(contexts), width), dtype=torch.long)
+        for row, context in enumerate(contexts):
+            seq = bos + list(context)
+            ids[row, : len(seq)] = torch.tensor(seq)
+            attention[row, : len(seq)] = 1
+        # the base model skips the LM head: logits over a large vocabulary would cost more than the pass
+        out = self.model.base_model(
+            input_ids=ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        start = len(bos)
+        hidden = torch.stack([h[:, start:] for h in out.hidden_states], dim=2)
+        return EncodedContexts(hidden_states=hidden, mask=attention[:, start:].bool().to(self.device))
+
+    # ------------------------------------------------------------------ decoder side
+    @torch.no_grad()
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int = 20) -> list[list[int]]:
+        """Greedy decoding from left-padded input embeddings; returns the new tokens of each row, EOS cut."""
+        out = self.model.generate(
+            inputs_embeds=inputs_embeds.to(self.device, self.dtype),
+            attention_mask=attention_mask.to(self.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.stop_token_ids,
+        )
+        return [_cut_at_stop(seq, self.stop_token_ids) for seq in out.tolist()]
+
+
+def _stop_ids(tokenizer, model) -> list[int]:
+    """The tokenizer's EOS first, then any other end-of-sequence ids of the generation config."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for token in configured if isinstance(configured, (list, tuple)) else [configured]:
+        if token is not None and int(token) not in ids:
+            ids.append(int(token))
+    return ids
+
+
+def _cut_at_stop(tokens: list[int], stops: Sequence[int]) -> list[int]:
+    for i, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:i]
+    return tokens

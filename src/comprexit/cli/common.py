@@ -1,0 +1,64 @@
+"""Options and helpers shared by several sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+
+
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backbone")
+    group.add_argument(
+        "--backbone",
+        default=None,
+        help="Hugging Face model id, local folder or .gguf file (default: the bundled Gemma-3-270M)",
+    )
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    group.add_argument(
+        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+        help="backbone dtype (auto: bfloat16 on GPU, float32 on CPU)",
+    )
+
+
+def add_compressor_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compressor",
+        default=None,
+        metavar="DIR",
+        help="compressor folder (comprexit_config.json + comprexit.safetensors); default: the shipped one",
+    )
+
+
+def read_text_file(path: str | Path) -> str:
+    """Read a UTF-8 text file, turning every failure into a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"not a file: {path}")
+    if path.stat().st_size > MAX_TEXT_BYTES:
+        raise InputError(f"{path} is larger than {MAX_TEXT_BYTES // 2**20} MiB")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path} is not UTF-8 text (byte {error.start})") from error
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror}") from error
+
+
+def read_context_file(path: str | Path) -> str:
+    """A document file, refused before any model is loaded if it holds no text."""
+    text = read_text_file(path)
+    if not text.strip():
+        raise InputError(f"the context is empty: {path} holds nothing but whitespace")
+    return text
+
+
+def load_reader(args: argparse.Namespace):
+    from ..reader import Reader
+
+    return Reader.load(args.compressor, args.backbone, device=args.device, dtype=args.dtype)

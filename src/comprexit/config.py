@@ -1,0 +1,120 @@
+"""Configuration of the ComprExIT compressor: every hyperparameter of METHOD.md, validated."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .modules.allocation import ALLOCATION_NAMES as ALLOCATIONS
+
+SLOT_SCALES = ("none", "embedding")
+
+
+@dataclass
+class ComprExITConfig:
+    """Hyperparameters of depth-wise transmission, width-wise transmission and the projector.
+
+    Defaults are the paper's published settings plus the per-layer RMS normalisation that
+    Gemma-3's huge residual stream needs (METHOD.md, "What we measured").
+    """
+
+    ratio: int = field(default=4, metadata={"help": "compression ratio r: tokens per slot"})
+    window: int = field(default=128, metadata={"help": "anchors per optimal-transport window W"})
+    gate_dim: int = field(default=256, metadata={"help": "width d of the depth attention's queries/keys"})
+    metric_dim: int = field(default=256, metadata={"help": "width of the matching metric phi"})
+    depth_temperature: float = field(default=0.7, metadata={"help": "tau of the softmax over layers"})
+    capacity_temperature: float = field(default=1.0, metadata={"help": "tau_s of the sender capacity"})
+    capacity_floor: float = field(
+        default=0.05, metadata={"help": "share of uniform mass mixed into the learned sender capacity"}
+    )
+    sinkhorn_epsilon: float = field(default=0.1, metadata={"help": "entropic regularisation eps"})
+    sinkhorn_iterations: int = field(default=30, metadata={"help": "log-domain Sinkhorn iterations"})
+    projector_init_gain: float = field(default=0.4, metadata={"help": "Xavier-uniform gain of the projector"})
+    normalize_layers: bool = field(
+        default=True,
+        metadata={"help": "parameter-free RMS normalisation of every layer's hidden state before mixing"},
+    )
+    slot_scale: str = field(
+        default="none",
+        metadata={
+            "help": "'none' (paper) or 'embedding': RMS-normalise each slot and scale it by a learned gain "
+            "initialised to the RMS of the decoder's input embeddings"
+        },
+    )
+    layers: tuple[int, ...] | None = field(
+        default=None,
+        metadata={"help": "hidden-state indices to read (0 = embeddings); None reads all L+1 (the method)"},
+    )
+    allocation: str = field(
+        default="transport",
+        metadata={"help": "'transport' (optimal transport, the method) or 'attention' (ablation w/o allocation)"},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, list):
+            self.layers = tuple(self.layers)
+        problems = list(self._problems())
+        if problems:
+            raise ConfigError("invalid ComprExIT config: " + "; ".join(problems))
+
+    def _problems(self):
+        ints = {"ratio": 1, "window": 1, "gate_dim": 1, "metric_dim": 1, "sinkhorn_iterations": 1}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                yield f"{name} must be an integer >= {low}, got {value!r}"
+        positives = ("depth_temperature", "capacity_temperature", "sinkhorn_epsilon", "projector_init_gain")
+        for name in positives:
+            value = getattr(self, name)
+            if not _is_number(value) or not value > 0 or value != value or value == float("inf"):
+                yield f"{name} must be a finite number > 0, got {value!r}"
+        if not _is_number(self.capacity_floor) or not 0.0 <= self.capacity_floor <= 1.0:
+            yield f"capacity_floor must be in [0, 1], got {self.capacity_floor!r}"
+        if isinstance(self.ratio, int) and isinstance(self.window, int) and self.ratio > self.window:
+            yield f"ratio ({self.ratio}) cannot exceed window ({self.window})"
+        if not isinstance(self.normalize_layers, bool):
+            yield f"normalize_layers must be true or false, got {self.normalize_layers!r}"
+        if self.slot_scale not in SLOT_SCALES:
+            yield f"slot_scale must be one of {SLOT_SCALES}, got {self.slot_scale!r}"
+        if self.allocation not in ALLOCATIONS:
+            yield f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}"
+        if self.layers is not None:
+            if not isinstance(self.layers, tuple) or not self.layers:
+                yield f"layers must be None or a non-empty list of layer indices, got {self.layers!r}"
+            elif any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.layers):
+                yield f"layers must hold non-negative integers, got {list(self.layers)!r}"
+            elif len(set(self.layers)) != len(self.layers):
+                yield f"layers must not repeat an index, got {list(self.layers)!r}"
+
+    @property
+    def slots_per_window(self) -> int:
+        """K = ceil(W / r)."""
+        return -(-self.window // self.ratio)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if out["layers"] is not None:
+            out["layers"] = list(out["layers"])
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ComprExITConfig":
+        """Build from a dict, refusing unknown keys (a typo must not silently fall back to a default)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a ComprExIT config must be a JSON object, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown ComprExIT config field(s) {unknown}; known fields: {sorted(known)}"
+            )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "ComprExITConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,95 @@
+"""A compressed document: slots you compute once and ask many questions over, savable to a file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import __version__
+from .backbone import BackboneIdentity
+from .errors import CheckpointError, InputError
+
+FORMAT = "comprexit-document-1"
+
+
+@dataclass
+class CompressedDocument:
+    """Slots of one document and where they came from.
+
+    slots: (slots, hidden) vectors in the backbone's input-embedding space.
+    mask: (slots,) bool; False on empty slots (they are never read).
+    """
+
+    slots: torch.Tensor
+    mask: torch.Tensor
+    backbone: BackboneIdentity
+    context_tokens: int
+    ratio: int
+    compressor: str = ""
+    chunk_tokens: int = 0
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.mask.sum())
+
+    def prefix(self) -> torch.Tensor:
+        """The (non-empty slots, hidden) vectors the decoder reads."""
+        return self.slots[self.mask]
+
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT,
+            "comprexit_version": __version__,
+            "backbone": self.backbone.to_dict(),
+            "context_tokens": self.context_tokens,
+            "ratio": self.ratio,
+            "slots": self.num_slots,
+            "compressor": self.compressor,
+            "chunk_tokens": self.chunk_tokens,
+            "created": self.created,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write one safetensors file (slots + mask, metadata in its header); temp name, then rename."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tensors = {"slots": self.slots.detach().float().contiguous().cpu(), "mask": self.mask.cpu().to(torch.uint8)}
+        save_file(tensors, tmp, metadata={"comprexit": json.dumps(self.metadata())})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CompressedDocument":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"compressed document not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads((handle.metadata() or {})["comprexit"])
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except (SafetensorError, OSError, KeyError, json.JSONDecodeError, ValueError) as error:
+            raise CheckpointError(f"{path} is not a comprexit compressed document ({error})") from error
+        if meta.get("format") != FORMAT or "slots" not in tensors or "mask" not in tensors:
+            raise CheckpointError(f"{path} is not a comprexit compressed document (format {meta.get('format')!r})")
+        slots, mask = tensors["slots"], tensors["mask"].bool()
+        if slots.ndim != 2 or mask.shape != slots.shape[:1] or not torch.isfinite(slots).all():
+            raise CheckpointError(f"{path} holds malformed or non-finite slots")
+        return cls(
+            slots=slots,
+            mask=mask,
+            backbone=BackboneIdentity.from_dict(meta["backbone"]),
+            context_tokens=int(meta["context_tokens"]),
+            ratio=int(meta["ratio"]),
+            compressor=str(meta.get("compressor", "")),
+            chunk_tokens=int(meta.get("chunk_tokens", 0)),
+            created=str(meta.get("created", "")),
+        )

@@ -1,0 +1,1 @@
+"""Evaluation: QA data, metrics, methods and the runner."""

@@ -1,0 +1,19 @@
+"""The trainable pieces of ComprExIT, one job each: depth mixing, allocation, width transmission, projection."""
+
+from .allocation import Allocation, AttentionAllocation, TransportAllocation, make_allocation
+from .depth import DepthTransmission
+from .projector import Projector, SlotScale
+from .sinkhorn import log_sinkhorn
+from .width import WidthTransmission
+
+__all__ = [
+    "Allocation",
+    "AttentionAllocation",
+    "DepthTransmission",
+    "Projector",
+    "SlotScale",
+    "TransportAllocation",
+    "WidthTransmission",
+    "log_sinkhorn",
+    "make_allocation",
+]

@@ -1,0 +1,37 @@
+"""Projection of slot values into the decoder's input-embedding space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Projector(nn.Module):
+    """Linear(H, H) -> GELU -> Linear(H, H), Xavier-uniform (gain 0.4), zero biases, run in float32."""
+
+    def __init__(self, hidden_size: int, init_gain: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        for layer in (self.net[0], self.net[2]):
+            nn.init.xavier_uniform_(layer.weight, gain=init_gain)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, slots: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=slots.device.type, enabled=False):
+            return self.net(slots.to(self.net[0].weight.dtype))
+
+
+class SlotScale(nn.Module):
+    """RMS-normalise each slot and multiply by a learned gain set to the decoder's embedding RMS.
+
+    Gemma multiplies its input embeddings by sqrt(H), so the decoder expects prefix vectors
+    about 25x larger than what a freshly initialised projector emits.
+    """
+
+    def __init__(self, target_rms: float):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(float(target_rms)))
+
+    def forward(self, slots: torch.Tensor) -> torch.Tensor:
+        slots = slots.float()
+        return slots * torch.rsqrt(slots.pow(2).mean(-1, keepdim=True) + 1e-6) * self.gain

@@ -1,0 +1,188 @@
+"""The main job: compress a document once, then answer many questions over it.
+
+    reader = Reader.load()                       # bundled Gemma-3-270M + shipped compressor
+    document = reader.compress(text)             # one encoder pass + the compressor
+    document.save("doc.ctx")
+    reader.ask(document, ["Who ...?", "When ...?"])
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .backbone import Backbone
+from .compressor import ComprExIT
+from .config import ComprExITConfig
+from .decoding import greedy_answers
+from .document import CompressedDocument
+from .errors import CheckpointError, InputError
+from .prompting import PromptTemplate, postprocess_answer
+from .weights import shipped_compressor_dir
+
+logger = logging.getLogger(__name__)
+
+PROMPT_RESERVE = 512  # decoder positions kept free for the question and the answer
+
+
+class UntrainedCompressorWarning(UserWarning):
+    """No trained weights exist for this backbone: answers from slots will be meaningless."""
+
+
+class Reader:
+    """A frozen backbone plus a compressor, with the QA prompt used to read the slots.
+
+    chunk_tokens: documents longer than this are compressed chunk by chunk (each chunk is one
+        encoder pass, as in training), and the chunks' slots are concatenated in order.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        compressor: ComprExIT,
+        template: PromptTemplate | None = None,
+        chunk_tokens: int = 512,
+        compressor_name: str = "",
+    ):
+        if chunk_tokens < 1:
+            raise InputError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+        self.backbone = backbone
+        self.compressor = compressor.to(backbone.device).eval()
+        self.template = template or PromptTemplate()
+        self.chunk_tokens = chunk_tokens
+        self.compressor_name = compressor_name
+
+    @classmethod
+    def load(
+        cls,
+        compressor: str | Path | None = None,
+        backbone: str | Path | Backbone | None = None,
+        *,
+        device: str | None = "auto",
+        dtype: str | None = "auto",
+        template: PromptTemplate | None = None,
+        chunk_tokens: int = 512,
+    ) -> "Reader":
+        """Load a backbone (default: bundled) and a compressor folder (default: the shipped one)."""
+        if not isinstance(backbone, Backbone):
+            backbone = Backbone.load(backbone, device=device, dtype=dtype)
+        if compressor is None:
+            compressor = shipped_compressor_dir(backbone.identity)
+        if compressor is None:
+            warnings.warn(
+                f"no trained compressor is shipped for {backbone.identity.name}: using UNTRAINED random "
+                "weights (seed 0); answers read from slots will be meaningless. Train one with "
+                "`comprexit train` and pass --compressor DIR.",
+                UntrainedCompressorWarning,
+                stacklevel=2,
+            )
+            torch.manual_seed(0)
+            model, name = ComprExIT.for_backbone(backbone, ComprExITConfig()), "untrained"
+        else:
+            model, name = ComprExIT.from_pretrained(compressor, backbone), str(compressor)
+        return cls(backbone, model, template=template, chunk_tokens=chunk_tokens, compressor_name=name)
+
+    # ------------------------------------------------------------------ limits
+    @property
+    def max_context_tokens(self) -> int | None:
+        """Longest context whose slots plus a question still fit the decoder's positions."""
+        positions = self.backbone.max_positions
+        if positions is None:
+            return None
+        return max(0, positions - PROMPT_RESERVE) * self.compressor.config.ratio
+
+    def context_ids(self, text: str) -> list[int]:
+        """Token ids of a document, refusing empty and over-long ones with a clear message."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the context is empty (nothing but whitespace)")
+        ids = self.backbone.tokenize(text)
+        cap = self.max_context_tokens
+        if cap is not None and len(ids) > cap:
+            raise InputError(
+                f"the context has {len(ids)} tokens; at most {cap} fit "
+                f"({self.backbone.max_positions} decoder positions, ratio {self.compressor.config.ratio})"
+            )
+        return ids
+
+    # ------------------------------------------------------------------ compression
+    @torch.no_grad()
+    def compress(self, text: str) -> CompressedDocument:
+        return self.compress_ids(self.context_ids(text))
+
+    @torch.no_grad()
+    def compress_ids(self, ids: Sequence[int]) -> CompressedDocument:
+        """Compress a tokenised document, in chunks of `chunk_tokens` encoded as one batch."""
+        if not len(ids):
+            raise InputError("the context is empty")
+        chunks = [list(ids[i : i + self.chunk_tokens]) for i in range(0, len(ids), self.chunk_tokens)]
+        out = self.compressor.compress(self.backbone.encode(chunks))
+        slots = out.slots[out.mask]
+        return CompressedDocument(
+            slots=slots.float().cpu(),
+            mask=torch.ones(len(slots), dtype=torch.bool),
+            backbone=self.backbone.identity,
+            context_tokens=len(ids),
+            ratio=self.compressor.config.ratio,
+            compressor=self.compressor_name,
+            chunk_tokens=self.chunk_tokens,
+        )
+
+    # ------------------------------------------------------------------ questions
+    def _check_document(self, document: CompressedDocument) -> None:
+        problems = document.backbone.mismatch(self.backbone.identity)
+        if problems:
+            raise CheckpointError(
+                f"this document was compressed for {document.backbone.describe()}, "
+                f"not for {self.backbone.identity.describe()}"
+            )
+
+    def prompt_ids(self, question: str) -> list[int]:
+        return self.backbone.tokenize(self.template.render(question))
+
+    @torch.no_grad()
+    def ask(
+        self,
+        document: CompressedDocument | str,
+        questions: str | Sequence[str],
+        *,
+        max_new_tokens: int = 20,
+        batch_size: int = 16,
+    ) -> list[str]:
+        """Answer each question from the document's slots (a text is compressed first)."""
+        if isinstance(document, str):
+            document = self.compress(document)
+        self._check_document(document)
+        prefix = document.prefix().to(self.backbone.device)
+        return self._answer([prefix], questions, max_new_tokens, batch_size)
+
+    @torch.no_grad()
+    def ask_full_context(
+        self,
+        text: str,
+        questions: str | Sequence[str],
+        *,
+        max_new_tokens: int = 20,
+        batch_size: int = 16,
+    ) -> list[str]:
+        """Answer from the uncompressed context (the zero-shot upper bound), for comparison."""
+        ids = self.backbone.tokenize(text) if isinstance(text, str) and text.strip() else []
+        if not ids:
+            raise InputError("the context is empty (nothing but whitespace)")
+        prefix = self.backbone.embed(torch.tensor(ids, device=self.backbone.device))
+        return self._answer([prefix], questions, max_new_tokens, batch_size)
+
+    def _answer(self, prefixes, questions, max_new_tokens, batch_size) -> list[str]:
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        if not questions:
+            raise InputError("no question was given")
+        prompts = [self.prompt_ids(q) for q in questions]
+        answers: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            raw = greedy_answers(self.backbone, prefixes * len(chunk), chunk, max_new_tokens)
+            answers.extend(postprocess_answer(text) for text in raw)
+        return answers

@@ -1,0 +1,102 @@
+"""The shared test matrix: every piece of the pipeline on tiny random Llama and Gemma3 backbones."""
+
+import pytest
+import torch
+
+from comprexit import Backbone, CheckpointError, ComprExIT, ComprExITConfig, InputError
+from comprexit.document import CompressedDocument
+from comprexit.decoding import build_decoder_batch, greedy_answers
+from comprexit.reader import Reader
+
+from tiny import save_tiny_backbone
+
+
+def test_encode_returns_all_states_without_bos(tiny):
+    encoded = tiny.encode([[5, 6, 7, 8], [9, 10]])
+    assert encoded.hidden_states.shape == (2, 4, tiny.num_hidden_states, tiny.hidden_size)
+    assert encoded.mask.tolist() == [[True] * 4, [True, True, False, False]]
+    # right padding: a context's states do not depend on the batch it is in
+    alone = tiny.encode([[9, 10]])
+    torch.testing.assert_close(alone.hidden_states[0], encoded.hidden_states[1, :2])
+    with pytest.raises(InputError, match="empty context"):
+        tiny.encode([[]])
+
+
+def test_backbone_is_frozen(tiny):
+    assert not any(p.requires_grad for p in tiny.model.parameters())
+    assert not tiny.model.training
+
+
+def test_gradients_reach_the_compressor_and_not_the_backbone(tiny):
+    torch.manual_seed(0)
+    compressor = ComprExIT.for_backbone(tiny, ComprExITConfig(window=8))
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    encoded = tiny.encode([list(range(4, 30)), list(range(30, 45))])
+    out = compressor.compress(encoded)
+    prefixes = [row[mask] for row, mask in zip(out.slots, out.mask)]
+    batch = build_decoder_batch(tiny, prefixes, [[5, 6, 7], [8, 9]])
+    logits = tiny.model(
+        inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).logits
+    logits[:, -1].logsumexp(-1).sum().backward()
+    assert all(p.grad is not None for n, p in compressor.named_parameters() if "capacity" not in n)
+    assert all(p.grad is None for p in tiny.model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+
+
+def test_left_padded_batch_decodes_like_single_rows(tiny):
+    prefixes = [tiny.embed(torch.tensor([5, 6, 7, 8, 9, 10])), None, tiny.embed(torch.tensor([11]))]
+    prompts = [[20, 21], [22, 23, 24, 25, 26], [27]]
+    batched = greedy_answers(tiny, prefixes, prompts, max_new_tokens=6)
+    single = [greedy_answers(tiny, [p], [q], max_new_tokens=6)[0] for p, q in zip(prefixes, prompts)]
+    assert batched == single
+    batch = build_decoder_batch(tiny, prefixes, prompts)
+    assert batch.attention_mask.sum(-1).tolist() == [1 + 6 + 2, 1 + 5, 1 + 1 + 1]
+    assert batch.position_ids[1, -6:].tolist() == list(range(6))
+
+
+def test_reader_compress_save_load_ask(tiny, tmp_path):
+    torch.manual_seed(0)
+    reader = Reader(tiny, ComprExIT.for_backbone(tiny, ComprExITConfig(window=16)), chunk_tokens=40)
+    text = "The quick brown fox jumps over the lazy dog. " * 3  # 135 characters -> 4 chunks
+    document = reader.compress(text)
+    assert document.context_tokens == len(text) and document.num_slots == 10 + 10 + 10 + 4
+    path = document.save(tmp_path / "doc.ctx")
+    answers = reader.ask(CompressedDocument.load(path), ["What jumps?", "Who is lazy?"])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert len(reader.ask_full_context(text, "What jumps?")) == 1
+
+
+def test_reader_refuses_bad_input(tiny):
+    reader = Reader(tiny, ComprExIT.for_backbone(tiny, ComprExITConfig(window=16)))
+    with pytest.raises(InputError, match="context is empty"):
+        reader.compress("   \n ")
+    with pytest.raises(InputError, match="question is empty"):
+        reader.ask("Some text.", ["  "])
+    with pytest.raises(InputError, match="no question"):
+        reader.ask("Some text.", [])
+    with pytest.raises(InputError, match=r"the context has \d+ tokens; at most \d+ fit"):
+        reader.compress("x" * (reader.max_context_tokens + 1))
+
+
+def test_document_for_another_backbone_is_refused(tiny):
+    from tiny import tiny_backbone
+
+    other_kind = "llama" if tiny.identity.model_type != "llama" else "gemma3"
+    other = tiny_backbone(other_kind)
+    document = Reader(other, ComprExIT.for_backbone(other, ComprExITConfig(window=16))).compress("Some text.")
+    reader = Reader(tiny, ComprExIT.for_backbone(tiny, ComprExITConfig(window=16)))
+    with pytest.raises(CheckpointError, match="compressed for tiny-"):
+        reader.ask(document, "What?")
+
+
+@pytest.mark.parametrize("kind", ["llama"])
+def test_backbone_load_from_folder_and_bad_names(kind, tmp_path):
+    folder = save_tiny_backbone(kind, tmp_path / "m")
+    backbone = Backbone.load(folder, device="cpu", dtype="float32", attn_implementation="eager")
+    assert backbone.identity.hidden_size == 32 and backbone.model.config._attn_implementation == "eager"
+    assert Backbone.load(folder, device="cpu", dtype="bfloat16").dtype == torch.bfloat16
+    with pytest.raises(CheckpointError, match="cannot load causal LM"):
+        Backbone.load(tmp_path / "missing-model", device="cpu")
+    with pytest.raises(CheckpointError, match="GGUF file not found"):
+        Backbone.load(tmp_path / "missing.gguf", device="cpu")

@@ -1,0 +1,71 @@
+import pytest
+
+from comprexit import ComprExITConfig, ConfigError
+from comprexit.prompting import DEFAULT_TEMPLATE, PromptTemplate, postprocess_answer
+
+
+def test_defaults_are_the_papers():
+    config = ComprExITConfig()
+    assert (config.ratio, config.window, config.gate_dim, config.metric_dim) == (4, 128, 256, 256)
+    assert (config.depth_temperature, config.capacity_temperature) == (0.7, 1.0)
+    assert (config.sinkhorn_epsilon, config.sinkhorn_iterations, config.capacity_floor) == (0.1, 30, 0.05)
+    assert config.projector_init_gain == 0.4 and config.slots_per_window == 32
+
+
+def test_round_trip_through_dict():
+    config = ComprExITConfig(ratio=8, layers=(0, 9), slot_scale="embedding")
+    assert ComprExITConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("ratio", 0, "ratio must be an integer >= 1"),
+        ("ratio", 2.5, "ratio must be an integer"),
+        ("window", -1, "window must be"),
+        ("sinkhorn_epsilon", 0.0, "sinkhorn_epsilon must be a finite number > 0"),
+        ("depth_temperature", float("nan"), "depth_temperature must be a finite number"),
+        ("capacity_floor", 1.5, r"capacity_floor must be in \[0, 1\]"),
+        ("sinkhorn_iterations", True, "sinkhorn_iterations must be an integer"),
+        ("slot_scale", "huge", "slot_scale must be one of"),
+        ("allocation", "greedy", "allocation must be one of"),
+        ("layers", (), "layers must be None or a non-empty list"),
+        ("layers", (1, 1), "must not repeat"),
+        ("normalize_layers", "yes", "normalize_layers must be true or false"),
+    ],
+)
+def test_out_of_range_fields_are_named(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        ComprExITConfig(**{field: value})
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        ComprExITConfig(ratio=0, sinkhorn_iterations=0)
+    assert "ratio" in str(info.value) and "sinkhorn_iterations" in str(info.value)
+
+
+def test_ratio_larger_than_window():
+    with pytest.raises(ConfigError, match="cannot exceed window"):
+        ComprExITConfig(ratio=256, window=128)
+
+
+def test_unknown_field_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown ComprExIT config field\(s\) \['ratoi'\]"):
+        ComprExITConfig.from_dict({"ratoi": 4})
+
+
+def test_prompt_template():
+    assert PromptTemplate().render(" Who? ") == DEFAULT_TEMPLATE.format(question="Who?")
+    with pytest.raises(ConfigError, match="exactly one"):
+        PromptTemplate("no field")
+    with pytest.raises(ConfigError, match="fields other than"):
+        PromptTemplate("{question} {other}")
+
+
+@pytest.mark.parametrize(
+    "raw, answer",
+    [(" Paris. It is", "Paris"), ("Paris\nNext", "Paris"), ("  1867", "1867"), ("\n Warsaw.", "Warsaw"), ("", "")],
+)
+def test_answer_postprocessing_cuts_at_first_period_or_newline(raw, answer):
+    assert postprocess_answer(raw) == answer

@@ -1,0 +1,53 @@
+"""Integration tests with the real bundled Gemma-3-270M on the CPU."""
+
+import warnings
+
+import pytest
+import torch
+
+from comprexit.document import CompressedDocument
+from comprexit.reader import Reader, UntrainedCompressorWarning
+
+pytestmark = pytest.mark.slow
+
+DOCUMENT = (
+    "Marie Curie was born in Warsaw in 1867. She moved to Paris in 1891 to study physics at the "
+    "Sorbonne, where she met Pierre Curie. In 1903 she shared the Nobel Prize in Physics."
+)
+
+
+@pytest.fixture(scope="module")
+def reader(gemma):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedCompressorWarning)
+        return Reader.load(backbone=gemma)
+
+
+def test_bundled_backbone_is_a_frozen_dense_model(gemma):
+    assert gemma.identity.name == "gemma-3-270m" and gemma.num_hidden_states == 19
+    assert getattr(gemma.model, "hf_quantizer", None) is None
+    assert all(type(m).__name__ != "GgufLinear" for m in gemma.model.modules())
+    assert not any(p.requires_grad for p in gemma.model.parameters())
+    assert gemma.tokenize("Hello world") == [9259, 1902]  # a mis-converted GGUF tokenizer splits differently
+
+
+def test_hidden_states_show_gemmas_residual_growth(gemma):
+    states = gemma.encode([gemma.tokenize(DOCUMENT)]).hidden_states[0]
+    norms = states.norm(dim=-1).mean(0)
+    assert 15 < norms[0] < 40  # sqrt(640)-scaled embeddings
+    assert norms[-2] > 100 * norms[0]  # the raw residual stream grows by orders of magnitude
+    assert norms[-1] < norms[-2] / 10  # the last state comes after the final norm
+
+
+def test_full_context_answers_are_right(reader):
+    answers = reader.ask_full_context(DOCUMENT, ["Where was Marie Curie born?", "In which year did she move to Paris?"])
+    assert "Warsaw" in answers[0]
+    assert "1891" in answers[1]
+
+
+def test_compress_save_load_answer_end_to_end(reader, tmp_path):
+    document = reader.compress(DOCUMENT)
+    assert document.num_slots == -(-document.context_tokens // 4)
+    loaded = CompressedDocument.load(document.save(tmp_path / "doc.ctx"))
+    assert torch.equal(loaded.slots, document.slots)
+    assert reader.ask(loaded, ["Where was Marie Curie born?"]) == reader.ask(document, ["Where was Marie Curie born?"])

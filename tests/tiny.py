@@ -1,0 +1,65 @@
+"""Tiny random Hugging Face causal LMs with a character tokenizer, for fast CPU tests."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import Gemma3TextConfig, Gemma3ForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from comprexit import Backbone
+
+KINDS = ("llama", "gemma3")
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    for char in string.printable[:95] + "\n":
+        vocab.setdefault(char, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_model(kind: str, vocab_size: int, seed: int = 0):
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=2,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
+    if kind == "llama":
+        config = LlamaConfig(**common)
+        return LlamaForCausalLM(config)
+    if kind == "gemma3":
+        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=16, layer_types=None)
+        return Gemma3ForCausalLM(config)
+    raise ValueError(kind)
+
+
+def tiny_backbone(kind: str, seed: int = 0) -> Backbone:
+    tokenizer = char_tokenizer()
+    model = tiny_model(kind, len(tokenizer), seed)
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 0
+    return Backbone(model.float(), tokenizer, name=f"tiny-{kind}")
+
+
+def save_tiny_backbone(kind: str, folder: Path) -> Path:
+    """Write a tiny model + tokenizer folder, loadable with `Backbone.load(folder)`."""
+    backbone = tiny_backbone(kind)
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    return folder
