@@ -199,6 +199,18 @@ class Backbone:
         ids = torch.linspace(0, vocab - 1, steps=min(sample, vocab), device=self.device).long()
         return float(self.embed(ids).float().pow(2).mean().sqrt())
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits for final hidden states (with the model's logit soft-capping, if any)."""
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def final_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Last (normed) hidden states of a decoder pass over input embeddings, without the LM head."""
+        return self.model.base_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+
     # ------------------------------------------------------------------ encoder pass
     @torch.no_grad()
     def encode(self, contexts: Sequence[Sequence[int]]) -> EncodedContexts:

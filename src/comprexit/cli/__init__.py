@@ -9,9 +9,9 @@ import sys
 import warnings
 
 from ..errors import ComprexitError
-from . import ask, compress, info
+from . import ask, compress, eval, info, summarize, table, train
 
-COMMANDS = [ask, compress, info]
+COMMANDS = [ask, compress, info, eval, table, train, summarize]
 
 
 def build_parser() -> argparse.ArgumentParser:

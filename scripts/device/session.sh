@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Device recipe: the steps of a GPU session, run on the accelerator machine through the `device` tool.
+#
+# Staging (../shared/device/README.md): calls 1..N-1 copy one piece each,
+#   mkdir -p /root/stage && cp .device/sK/* /root/stage/
+# and the last call copies its piece and then runs, e.g.
+#   COMPREXIT_COMMIT=<sha> bash scripts/device/session.sh setup bounds sweep
+# Later calls on the same warm machine run further steps:  bash scripts/device/session.sh long sft eval
+#
+# Everything a step produces lands in /root/stage/runs (kept while the machine is warm) and is
+# packed into $OUT/<step>.tgz at the end of the step, so results survive a cold machine.
+set -euo pipefail
+STAGE=/root/stage
+RUNS=$STAGE/runs
+DATA=$STAGE/data
+export PYTHONPATH=/root/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+export COMPREXIT_CACHE=$STAGE/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+OUT=${OUT:-$STAGE/out}
+CX="python3 -m comprexit"
+EVAL_FILES="$DATA/squad_eval.jsonl.gz $DATA/nq_eval.jsonl.gz $DATA/drop_ood.jsonl.gz $DATA/relext_ood.jsonl.gz"
+SFT_FILES="$DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
+NTP_FILE=$DATA/ntp_debian_docs.jsonl.gz
+mkdir -p "$RUNS" "$OUT"
+
+pack() {  # pack NAME PATH...: one archive per step keeps $OUT under its 8-file limit
+  local name=$1; shift
+  tar -czf "$OUT/$name.tgz" -C "$RUNS" "$@" 2>/dev/null || true
+}
+
+step_setup() {
+  if [ ! -d /root/site/transformers ]; then
+    (cd $STAGE && cat piece.* | tar -xf -)
+    python3 -m pip install -q --no-index --no-deps --target /root/site $STAGE/wheels/*.whl
+  fi
+  nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
+  python3 -c "import transformers, torch; print('transformers', transformers.__version__, 'torch', torch.__version__)"
+  python3 -c "from comprexit import Backbone; b = Backbone.load(); print(b.identity, b.device, b.dtype)"
+}
+
+step_bounds() {  # issue 4: the zero-shot bounds on the first 1000 questions of each file
+  for method in zero-shot no-context; do
+    $CX eval --method $method --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
+      --output $RUNS/bounds/$method.json
+  done
+  pack bounds bounds
+}
+
+quiet() {  # quiet LOG COMMAND...: full log to a file, the last lines to the reply; a failure does not stop the session
+  local log=$1; shift
+  mkdir -p "$(dirname "$log")"
+  "$@" > "$log" 2>&1 || echo "FAILED ($?): $*"
+  { grep -v "it/s\]" "$log" || true; } | tail -4
+}
+
+ntp() {  # ntp NAME [train options]: a short NTP run of the sweep
+  local name=$1; shift
+  quiet $RUNS/sweep/$name.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/sweep/$name --batch-size 32 \
+    --eval-every 100 --save-every 100000 --log-every 10 --val-examples 256 --profile-steps 20 "$@"
+}
+
+step_sweep() {  # one lever at a time, 300 steps of 32 each: which closes more of the NTP gap?
+  ntp a_paper --preset paper --max-steps 300
+  ntp b_lr5e-4 --preset paper --max-steps 300 --lr 5e-4
+  ntp c_slot_scale --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}'
+  ntp d_kl --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1
+  $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -12
+  pack sweep sweep --exclude=checkpoints --exclude='*.safetensors'
+}
+
+step_sweep2() {
+  ntp e_ae --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1 --ae-weight 0.5
+  ntp f_qa_text --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1 \
+    --extra-ntp $SFT_FILES
+  $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -12
+  pack sweep sweep --exclude=checkpoints --exclude='*.safetensors'
+}
+
+step_long() {  # the best sweep recipe, sized to MINUTES of training
+  local args
+  args=$(python3 scripts/device/plan.py $RUNS/sweep --minutes "${MINUTES:-4}")
+  echo "long NTP run: $args"
+  eval quiet $RUNS/ntp_long.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/ntp_long --batch-size 32 \
+    --eval-every 250 --save-every 500 --log-every 20 $args
+  pack ntp_long ntp_long ntp_long.log --exclude=checkpoints
+}
+
+step_sft() {  # QA fine-tuning from the long NTP run
+  quiet $RUNS/sft.log $CX train sft --data $SFT_FILES --init $RUNS/ntp_long/final --output-dir $RUNS/sft \
+    --batch-size 32 --epochs "${SFT_EPOCHS:-3}" --eval-every 100 --save-every 100000 --log-every 20 \
+    --kl-weight "${SFT_KL:-0.5}"
+  pack sft sft sft.log --exclude=checkpoints
+}
+
+step_eval() {  # the selected compressor on the four eval files
+  $CX eval --method comprexit --weights $RUNS/sft/best --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
+    --label "ComprExIT (extended recipe)" --output $RUNS/eval/comprexit.json
+  pack eval eval
+}
+
+step_paper() {  # the paper's recipe end to end: 1 NTP epoch, 1 SFT epoch, evaluated the same way
+  quiet $RUNS/paper_ntp.log $CX train ntp --preset paper --data $NTP_FILE --output-dir $RUNS/paper_ntp \
+    --batch-size 32 --eval-every 200 --save-every 100000 --log-every 20
+  quiet $RUNS/paper_sft.log $CX train sft --preset paper --data $SFT_FILES --init $RUNS/paper_ntp/final \
+    --output-dir $RUNS/paper_sft --batch-size 32 --eval-every 100 --save-every 100000 --log-every 20
+  $CX eval --method comprexit --weights $RUNS/paper_sft/best --data $EVAL_FILES --limit 1000 --batch-size 64 \
+    --no-progress --label "ComprExIT (paper recipe)" --output $RUNS/eval/comprexit_paper.json
+  pack paper paper_ntp paper_sft paper_ntp.log paper_sft.log eval/comprexit_paper.json eval/comprexit_paper.md \
+    --exclude=checkpoints
+}
+
+for step in "$@"; do
+  echo "=== $step $(date -u +%H:%M:%S)"
+  "step_$step"
+done
+echo "=== done $(date -u +%H:%M:%S)"

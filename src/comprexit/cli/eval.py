@@ -1,0 +1,88 @@
+"""`comprexit eval`: score a method on QA files with EM/F1 and write a results file."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from .common import add_backbone_options
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "eval",
+        help="evaluate a method on QA data (EM/F1)",
+        description="Greedy QA evaluation of one method; writes results JSON + Markdown. "
+        "Re-running the same command resumes an interrupted run.",
+    )
+    parser.add_argument("--method", default="comprexit", help="registered method (see --list-methods)")
+    parser.add_argument("--list-methods", action="store_true", help="print the registered methods and exit")
+    parser.add_argument("--weights", default=None, metavar="DIR", help="trained weights folder of the method")
+    parser.add_argument(
+        "--data", nargs="+", metavar="FILE", help="MRQA .jsonl(.gz), SQuAD .json, or hf:NAME[:SPLIT]"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="first N questions of each file")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--context-budget", type=int, default=512, help="context tokens kept (the tail)")
+    parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--skip-malformed", action="store_true", help="skip and count malformed data lines")
+    parser.add_argument("--output", "-o", default=None, help="results JSON (a .md table is written beside it)")
+    parser.add_argument("--label", default=None, help="row name in comparison tables")
+    parser.add_argument("--predictions", action="store_true", help="store every prediction in the results file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backbone_options(parser)
+    parser.set_defaults(run=run)
+
+
+def dataset_key(spec: str) -> str:
+    """Short name of a data spec: the file name without its data suffixes (squad_eval.jsonl.gz -> squad_eval)."""
+    if spec.startswith("hf:"):
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec[3:])
+    return re.sub(r"(\.jsonl|\.json)?(\.gz)?$", "", Path(spec).name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backbone import Backbone
+    from ..errors import InputError
+    from ..evaluation.data import load_qa
+    from ..evaluation.report import environment, write_results
+    from ..evaluation.runner import EvalSettings, evaluate
+    from ..methods import available_methods, create_method
+
+    if args.list_methods:
+        print("\n".join(available_methods()))
+        return 0
+    if not args.data:
+        raise InputError("--data needs at least one QA file")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be >= 1, got {args.limit}")
+    settings = EvalSettings(
+        context_budget=args.context_budget, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+    )
+    datasets = {}
+    for spec in args.data:
+        dataset = load_qa(spec, skip_malformed=args.skip_malformed)
+        datasets[dataset_key(spec)] = dataset.limit(args.limit) if args.limit else dataset
+    if args.method not in available_methods():
+        create_method(args.method, None)  # raises the "unknown method" error listing the known ones
+    backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype)
+    options = {"weights": args.weights} if args.weights else {}
+    method = create_method(args.method, backbone, **options)
+    output = Path(args.output) if args.output else None
+    progress = output.with_name(output.name + ".progress.jsonl") if output else None
+    results = evaluate(
+        method, datasets, settings, keep_predictions=args.predictions, progress_path=progress,
+        show_progress=not args.no_progress,
+    )
+    results["label"] = args.label or args.method
+    results["backbone"] = {**backbone.identity.to_dict(), "dtype": str(backbone.dtype).replace("torch.", "")}
+    results["environment"] = environment(backbone.device)
+    for name, r in results["datasets"].items():
+        print(f"{name:>14}: EM {r['em']:6.2f}  F1 {r['f1']:6.2f}  ({r['count']} questions, {r['contexts_cut']} contexts cut)")
+    average = results["average"]
+    print(f"{'average':>14}: EM {average['em']:6.2f}  F1 {average['f1']:6.2f}  ({results['questions_per_second']} q/s)")
+    if output:
+        json_path, md_path = write_results(results, output)
+        print(f"wrote {json_path} and {md_path}")
+    return 0

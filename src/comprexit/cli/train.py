@@ -1,0 +1,73 @@
+"""`comprexit train`: train a compressor (phase ntp or sft) on the frozen backbone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+OVERRIDES = {
+    "lr": float, "batch_size": int, "grad_accum": int, "epochs": float, "max_steps": int,
+    "warmup_ratio": float, "weight_decay": float, "max_grad_norm": float, "ce_weight": float,
+    "kl_weight": float, "ae_weight": float, "ae_tokens": int, "context_tokens": int,
+    "continuation_tokens": int, "validation_permille": int, "val_examples": int, "val_questions": int,
+    "eval_every": int, "save_every": int, "log_every": int, "seed": int, "max_minutes": float,
+    "profile_steps": int, "max_train_examples": int,
+}
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train a compressor (ntp or sft phase)",
+        description="Train a ComprExIT compressor on a frozen backbone. Works on CPU, one GPU, or several "
+        "GPUs through `accelerate launch -m comprexit.cli train ...`.",
+    )
+    parser.add_argument("phase", choices=["ntp", "sft"])
+    parser.add_argument("--data", nargs="+", required=True, metavar="FILE", help="corpus (ntp) or QA files (sft)")
+    parser.add_argument("--extra-ntp", nargs="*", default=[], metavar="FILE", help="QA files whose contexts join the NTP text")
+    parser.add_argument("--output-dir", "-o", required=True)
+    parser.add_argument("--preset", default="extended", help="paper or extended (default)")
+    parser.add_argument("--init", default=None, metavar="DIR", help="start from this compressor (e.g. the NTP result)")
+    parser.add_argument("--compressor-config", default=None, metavar="JSON",
+                        help='ComprExITConfig fields as JSON, e.g. \'{"ratio": 8}\'')
+    parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "bf16", "fp16", "no"])
+    for name, kind in OVERRIDES.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    parser.add_argument("--backbone", default=None, help="hub id, folder or .gguf (default: bundled Gemma-3-270M)")
+    parser.set_defaults(run=run)
+
+
+def build_config(args: argparse.Namespace):
+    from ..errors import ConfigError
+    from ..training.config import TrainConfig, preset
+
+    if args.resume and (Path(args.output_dir) / "train_config.json").is_file():
+        return TrainConfig.from_dict(json.loads((Path(args.output_dir) / "train_config.json").read_text()))
+    values = preset(args.preset, args.phase)
+    values.update(phase=args.phase, data=list(args.data), extra_ntp=list(args.extra_ntp),
+                  output_dir=args.output_dir, backbone=args.backbone, init=args.init,
+                  mixed_precision=args.mixed_precision)
+    if args.compressor_config:
+        try:
+            values["compressor"] = {**values.get("compressor", {}), **json.loads(args.compressor_config)}
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--compressor-config is not valid JSON: {error}") from error
+    if args.init:
+        values.pop("compressor", None)
+    for name in OVERRIDES:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return TrainConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.trainer import Trainer
+
+    config = build_config(args)
+    trainer = Trainer(config, resume=args.resume)
+    summary = trainer.train()
+    print(json.dumps(summary))
+    return 0

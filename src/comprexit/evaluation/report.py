@@ -1,0 +1,156 @@
+"""Results files: JSON with full provenance plus a Markdown table, and comparison tables across runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InputError
+
+IN_DOMAIN = ("squad_eval", "nq_eval")
+OUT_OF_DOMAIN = ("drop_ood", "relext_ood")
+
+
+def environment(device: Any = None) -> dict[str, Any]:
+    """Where and with what a result was produced."""
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        device_name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        device_name = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return {
+        "device": device_name,
+        "commit": current_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "comprexit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def current_commit() -> str:
+    """`COMPREXIT_COMMIT` if set (runs on a copy without .git), else `git rev-parse HEAD` (+dirty)."""
+    if os.environ.get("COMPREXIT_COMMIT"):
+        return os.environ["COMPREXIT_COMMIT"]
+    try:
+        root = Path(__file__).resolve().parents[3]
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
+    """Write `path` (JSON) and the same name with `.md` (a readable table), via temp files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    markdown = path.with_suffix(".md")
+    for target, text in ((path, json.dumps(results, indent=2) + "\n"), (markdown, results_markdown(results))):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+    return path, markdown
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"results file not found: {path}") from error
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(results, dict) or "datasets" not in results or "method" not in results:
+        raise InputError(f"{path} is not a comprexit evaluation results file")
+    return results
+
+
+def run_label(results: dict[str, Any]) -> str:
+    return results.get("label") or results["method"].get("method", "?")
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    env = results.get("environment", {})
+    settings = results.get("settings", {})
+    lines = [
+        f"# Evaluation: {run_label(results)}",
+        "",
+        f"- backbone: {results.get('backbone', {}).get('name', '?')} ({results.get('backbone', {}).get('dtype', '?')})",
+        f"- device: {env.get('device', '?')}; commit {env.get('commit', '?')}; {env.get('date', '?')}",
+        f"- settings: context budget {settings.get('context_budget')} tokens (tail kept), greedy, "
+        f"{settings.get('max_new_tokens')} new tokens, batch {settings.get('batch_size')}",
+        f"- wall time {results.get('wall_seconds')} s; {results.get('questions_per_second')} questions/s",
+        "",
+        "| dataset | questions | EM | F1 | contexts cut | questions/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results["datasets"].items():
+        lines.append(
+            f"| {name} | {r['count']} | {r['em']:.2f} | {r['f1']:.2f} | {r.get('contexts_cut', 0)}/{r.get('contexts', '?')} "
+            f"| {r.get('questions_per_second') or '-'} |"
+        )
+    avg = results["average"]
+    lines.append(f"| **average** | {avg['count']} | {avg['em']:.2f} | {avg['f1']:.2f} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(
+    runs: Sequence[dict[str, Any]],
+    in_domain: Sequence[str] = IN_DOMAIN,
+    out_of_domain: Sequence[str] = OUT_OF_DOMAIN,
+    title: str = "QA accuracy (EM / F1)",
+) -> str:
+    """Methods as rows, datasets as columns (EM / F1), with in-domain and out-of-domain averages."""
+    names: list[str] = []
+    for run in runs:
+        names.extend(n for n in run["datasets"] if n not in names)
+    ordered = [n for n in (*in_domain, *out_of_domain) if n in names] + [
+        n for n in names if n not in in_domain and n not in out_of_domain
+    ]
+    groups = [("in-domain avg", [n for n in in_domain if n in names]), ("OOD avg", [n for n in out_of_domain if n in names])]
+    groups = [(label, members) for label, members in groups if members]
+    header = ["method", "params", *ordered, *(label for label, _ in groups)]
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|---" * 2 + "|---:" * (len(header) - 2) + "|"]
+    for run in runs:
+        cells = [run_label(run), _params(run)]
+        for name in ordered:
+            r = run["datasets"].get(name)
+            cells.append(f"{r['em']:.2f} / {r['f1']:.2f}" if r else "-")
+        for _, members in groups:
+            present = [run["datasets"][m] for m in members if m in run["datasets"]]
+            if len(present) == len(members):
+                em = sum(r["em"] for r in present) / len(present)
+                f1 = sum(r["f1"] for r in present) / len(present)
+                cells.append(f"{em:.2f} / {f1:.2f}")
+            else:
+                cells.append("-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Sources:"]
+    for run in runs:
+        env = run.get("environment", {})
+        count = {n: r["count"] for n, r in run["datasets"].items()}
+        lines.append(
+            f"- {run_label(run)}: {env.get('device', '?')}, commit {env.get('commit', '?')}, {env.get('date', '?')}, "
+            f"questions {count}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _params(run: dict[str, Any]) -> str:
+    count = run["method"].get("trainable_parameters")
+    return f"{count / 1e6:.2f}M" if count else "0"

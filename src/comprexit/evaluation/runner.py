@@ -1,0 +1,170 @@
+"""The evaluation loop shared by every method: truncate, prepare, decode greedily, score.
+
+Questions are processed longest-context first so that a batch holds contexts of similar
+length (less padding); each distinct context in a batch is prepared once, however many
+questions ask about it. Progress is appended to a JSON-lines file after every batch, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..decoding import greedy_answers
+from ..errors import ConfigError
+from ..methods.base import Method
+from ..prompting import DEFAULT_TEMPLATE, PromptTemplate, postprocess_answer
+from .data import QADataset, keep_tail
+from .metrics import ScoreTotals, average_over_datasets, score
+
+
+@dataclass
+class EvalSettings:
+    """How questions are asked; stored in every results file."""
+
+    context_budget: int = 512
+    max_new_tokens: int = 20
+    batch_size: int = 32
+    template: str = DEFAULT_TEMPLATE
+
+    def __post_init__(self) -> None:
+        for name in ("context_budget", "max_new_tokens", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        PromptTemplate(self.template)
+
+
+class ProgressLog:
+    """Append-only record of answered questions, keyed by dataset and position, for resuming."""
+
+    def __init__(self, path: Path | None, fingerprint: str):
+        self.path = path
+        self.done: dict[tuple[str, int], str] = {}
+        if path is None:
+            return
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if lines and json.loads(lines[0]).get("fingerprint") == fingerprint:
+                for line in lines[1:]:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by an interruption
+                        continue
+                    self.done[(row["dataset"], row["index"])] = row["prediction"]
+            else:
+                path.unlink()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+
+    def record(self, dataset: str, rows: list[tuple[int, str]]) -> None:
+        for index, prediction in rows:
+            self.done[(dataset, index)] = prediction
+        if self.path is not None:
+            with self.path.open("a") as handle:
+                for index, prediction in rows:
+                    handle.write(json.dumps({"dataset": dataset, "index": index, "prediction": prediction}) + "\n")
+
+    def finish(self) -> None:
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+
+def evaluate(
+    method: Method,
+    datasets: dict[str, QADataset],
+    settings: EvalSettings,
+    *,
+    keep_predictions: bool = False,
+    progress_path: Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Score `method` on every dataset; returns the per-dataset and averaged EM/F1 and timings."""
+    template = PromptTemplate(settings.template)
+    fingerprint = _fingerprint(method, datasets, settings)
+    log = ProgressLog(progress_path, fingerprint)
+    results: dict[str, Any] = {}
+    predictions: dict[str, list[dict]] = {}
+    start_all = time.perf_counter()
+    for name, dataset in datasets.items():
+        start = time.perf_counter()
+        summary, rows = _evaluate_one(method, name, dataset, settings, template, log, show_progress)
+        seconds = time.perf_counter() - start
+        summary["seconds"] = round(seconds, 2)
+        summary["questions_per_second"] = round(summary["answered_now"] / seconds, 2) if summary["answered_now"] else None
+        results[name] = summary
+        if keep_predictions:
+            predictions[name] = rows
+    log.finish()
+    out = {
+        "method": method.settings(),
+        "settings": asdict(settings),
+        "datasets": results,
+        "average": average_over_datasets(results),
+        "wall_seconds": round(time.perf_counter() - start_all, 2),
+    }
+    answered = sum(r["answered_now"] for r in results.values())
+    decode_seconds = sum(r["seconds"] for r in results.values())
+    out["questions_per_second"] = round(answered / decode_seconds, 2) if answered else None
+    if keep_predictions:
+        out["predictions"] = predictions
+    return out
+
+
+def _evaluate_one(method, name, dataset, settings, template, log, show_progress):
+    backbone = method.backbone
+    token_cache: dict[str, tuple[list[int], bool]] = {}
+    contexts, prompts = [], []
+    for example in dataset:
+        if example.context not in token_cache:
+            token_cache[example.context] = keep_tail(backbone.tokenize(example.context), settings.context_budget)
+        contexts.append(token_cache[example.context][0])
+        prompts.append(backbone.tokenize(template.render(example.question)))
+    order = sorted(range(len(dataset)), key=lambda i: (-len(contexts[i]), i))
+    todo = [i for i in order if (name, i) not in log.done]
+    bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc=name, disable=not show_progress, unit="q")
+    for start in range(0, len(todo), settings.batch_size):
+        batch = todo[start : start + settings.batch_size]
+        unique: dict[tuple[int, ...], int] = {}
+        for i in batch:
+            unique.setdefault(tuple(contexts[i]), len(unique))
+        prefix = method.prepare([list(c) for c in unique])
+        prefixes = [prefix.embeds[unique[tuple(contexts[i])]] for i in batch]
+        raw = greedy_answers(backbone, prefixes, [prompts[i] for i in batch], settings.max_new_tokens)
+        log.record(name, [(i, postprocess_answer(text)) for i, text in zip(batch, raw)])
+        bar.update(len(batch))
+    bar.close()
+
+    totals = ScoreTotals()
+    rows = []
+    for i, example in enumerate(dataset):
+        prediction = log.done[(name, i)]
+        em, f1 = score(prediction, example.answers)
+        totals.add(em, f1)
+        rows.append({"qid": example.qid, "prediction": prediction, "answers": list(example.answers), "f1": round(f1, 4)})
+    summary = totals.to_dict()
+    summary.update(
+        dataset=dataset.name,
+        source=dataset.source,
+        contexts=len(token_cache),
+        contexts_cut=sum(cut for _, cut in token_cache.values()),
+        skipped_lines=dataset.skipped_lines,
+        answered_now=len(todo),
+    )
+    return summary, rows
+
+
+def _fingerprint(method: Method, datasets: dict[str, QADataset], settings: EvalSettings) -> str:
+    key = json.dumps(
+        [method.settings(), asdict(settings), {n: [d.source, len(d)] for n, d in datasets.items()}],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Training of compressors: data, objectives, the accelerate-based loop, checkpoints and plots."""

@@ -1,0 +1,256 @@
+"""Losses of one training batch: the continuation/answer CE of the paper plus two denser signals.
+
+* `ce`: cross-entropy of the scored target tokens read after `[BOS] + slots` (the paper).
+* `kl`: KL(teacher || student) on the same tokens, the teacher being the frozen model that
+  reads the full context: a whole distribution per token instead of one label.
+* `ae`: autoencoding, reconstructing the context itself from `[BOS] + slots + marker`
+  (as ICAE pretrains), with a learned marker vector that tells the decoder to repeat.
+
+The encoder pass that gives the compressor its hidden states is also the teacher pass: the
+frozen model reads `[BOS] + context + targets` once, and, causal as it is, the context's
+states do not depend on what follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..backbone import Backbone
+from .data import Example
+
+LOGIT_CHUNK = 2048  # rows of vocabulary logits alive at once (262k-word vocabularies are large)
+
+
+@dataclass
+class LossWeights:
+    ce: float = 1.0
+    kl: float = 0.0
+    ae: float = 0.0
+
+    def __post_init__(self) -> None:
+        from ..errors import ConfigError
+
+        for name in ("ce", "kl", "ae"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"loss weight {name} must be >= 0, got {value!r}")
+        if self.ce + self.kl + self.ae == 0:
+            raise ConfigError("at least one loss weight must be positive")
+
+
+class AutoencodeMarker(nn.Module):
+    """One learned input vector placed after the slots to ask the decoder for the context back."""
+
+    def __init__(self, hidden_size: int, scale: float):
+        super().__init__()
+        self.vector = nn.Parameter(torch.randn(hidden_size) * scale)
+
+
+@dataclass
+class BatchLosses:
+    """Token-summed losses and token counts, so means are exact across batches and processes."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def mean(self, name: str) -> torch.Tensor:
+        return self.sums[name] / max(self.tokens[name], 1)
+
+
+class Timer:
+    """Optional wall-clock split of a step (encoder pass, compressor, decoder); synchronises the GPU."""
+
+    def __init__(self, enabled: bool = False):
+        self.enabled = enabled
+        self.seconds: dict[str, float] = {}
+        self._last = None
+
+    def mark(self, name: str | None, device: torch.device) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        if name is not None and self._last is not None:
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def _right_padded(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _scored(examples: Sequence[Example], offsets: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, positions predicting each scored target, the target ids) for sequences `prefix + targets`.
+
+    `offsets[i]` is where row i's targets start; the token at offset + j is predicted by offset + j - 1.
+    """
+    rows, positions, labels = [], [], []
+    for i, (example, offset) in enumerate(zip(examples, offsets)):
+        for j in range(example.score_from, len(example.targets)):
+            rows.append(i)
+            positions.append(offset + j - 1)
+            labels.append(example.targets[j])
+    return torch.tensor(rows), torch.tensor(positions), torch.tensor(labels)
+
+
+def token_losses(
+    backbone: Backbone, student: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed CE (and KL to the teacher) over rows of final hidden states, LOGIT_CHUNK rows at a time.
+
+    Each chunk is checkpointed: its vocabulary logits are recomputed in the backward pass
+    rather than kept, so memory stays bounded whatever the number of tokens.
+    """
+
+    def chunk_loss(h_student, chunk_labels, h_teacher):
+        log_p = F.log_softmax(backbone.logits(h_student).float(), dim=-1)
+        ce = F.nll_loss(log_p, chunk_labels, reduction="sum")
+        if h_teacher is None:
+            return ce, torch.zeros((), device=ce.device)
+        with torch.no_grad():
+            log_q = F.log_softmax(backbone.logits(h_teacher).float(), dim=-1)
+        kl = (log_q.exp() * (log_q - log_p)).sum()
+        return ce, kl
+
+    ce_total = student.new_zeros((), dtype=torch.float32)
+    kl_total = student.new_zeros((), dtype=torch.float32)
+    for start in range(0, len(labels), LOGIT_CHUNK):
+        end = start + LOGIT_CHUNK
+        args = (student[start:end], labels[start:end], None if teacher is None else teacher[start:end])
+        if student.requires_grad:
+            ce, kl = checkpoint(chunk_loss, *args, use_reentrant=False)
+        else:
+            ce, kl = chunk_loss(*args)
+        ce_total = ce_total + ce
+        kl_total = kl_total + kl
+    return ce_total, (kl_total if teacher is not None else None)
+
+
+def decoder_hidden(backbone: Backbone, prefixes: Sequence[torch.Tensor | None], targets: Sequence[Sequence[int]]):
+    """Final hidden states of right-padded `[BOS] + prefix_i + embed(targets_i)`; returns (hidden, target offsets)."""
+    device, dtype = backbone.device, backbone.dtype
+    bos = backbone.bos_ids
+    ids, _ = _right_padded([list(t) for t in targets], backbone.pad_token_id, device)
+    token_embeds = backbone.embed(ids)
+    bos_embeds = backbone.embed(torch.tensor(bos, dtype=torch.long, device=device))
+    lengths = [len(bos) + (0 if p is None else len(p)) + len(t) for p, t in zip(prefixes, targets)]
+    width = max(lengths)
+    mask = torch.zeros(len(targets), width, dtype=torch.long, device=device)
+    offsets = []
+    rows = []
+    for i, (prefix, target) in enumerate(zip(prefixes, targets)):
+        parts = [bos_embeds]
+        if prefix is not None and len(prefix):
+            parts.append(prefix.to(dtype))
+        parts.append(token_embeds[i, : len(target)])
+        row = torch.cat(parts)
+        rows.append(row)
+        offsets.append(len(row) - len(target))
+        mask[i, : len(row)] = 1
+    embeds = torch.stack([F.pad(r, (0, 0, 0, width - len(r))) for r in rows])
+    positions = torch.arange(width, device=device).expand(len(targets), width)
+    return backbone.final_hidden(embeds, mask, positions), offsets
+
+
+def batch_losses(
+    backbone: Backbone,
+    compressor: nn.Module,
+    examples: Sequence[Example],
+    weights: LossWeights,
+    marker: AutoencodeMarker | None = None,
+    ae_tokens: int = 512,
+    timer: Timer | None = None,
+) -> BatchLosses:
+    """Losses of `examples` for the current compressor (training or validation)."""
+    timer = timer or Timer(False)
+    device = backbone.device
+    nb = len(backbone.bos_ids)
+    need_teacher = weights.kl > 0
+    timer.mark(None, device)
+
+    # one frozen pass: the compressor's inputs and, when distilling, the teacher's states
+    sequences = [backbone.bos_ids + list(e.context) + (list(e.targets) if need_teacher else []) for e in examples]
+    ids, attention = _right_padded(sequences, backbone.pad_token_id, device)
+    with torch.no_grad():
+        out = backbone.model.base_model(input_ids=ids, attention_mask=attention, output_hidden_states=True, use_cache=False)
+    longest = max(len(e.context) for e in examples)
+    hidden = torch.stack([h[:, nb : nb + longest] for h in out.hidden_states], dim=2)
+    context_mask = torch.arange(longest, device=device)[None, :] < torch.tensor([len(e.context) for e in examples], device=device)[:, None]
+    rows_t, pos_t, labels = _scored(examples, [nb + len(e.context) for e in examples])
+    teacher = out.hidden_states[-1][rows_t.to(device), pos_t.to(device)] if need_teacher else None
+    del out
+    timer.mark("encoder", device)
+
+    slots = compressor(hidden, context_mask)
+    prefixes = [s[m] for s, m in zip(slots.slots, slots.mask)]
+    timer.mark("compressor", device)
+
+    result = BatchLosses()
+    final, offsets = decoder_hidden(backbone, prefixes, [e.targets for e in examples])
+    rows_s, pos_s, labels_s = _scored(examples, offsets)
+    student = final[rows_s.to(device), pos_s.to(device)]
+    ce, kl = token_losses(backbone, student, labels_s.to(device), teacher)
+    result.sums["ce"], result.tokens["ce"] = ce, len(labels_s)
+    if kl is not None:
+        result.sums["kl"], result.tokens["kl"] = kl, len(labels_s)
+    if weights.ae > 0 and marker is not None:
+        ae_examples = [Example(e.context[:ae_tokens], e.context[:ae_tokens], 0) for e in examples]
+        ae_prefixes = [torch.cat([p, marker.vector[None].to(p.dtype)]) for p in prefixes]
+        final, offsets = decoder_hidden(backbone, ae_prefixes, [e.targets for e in ae_examples])
+        rows_a, pos_a, labels_a = _scored(ae_examples, offsets)
+        ae, _ = token_losses(backbone, final[rows_a.to(device), pos_a.to(device)], labels_a.to(device))
+        result.sums["ae"], result.tokens["ae"] = ae, len(labels_a)
+    timer.mark("decoder_forward", device)
+    return result
+
+
+def combined_loss(losses: BatchLosses, weights: LossWeights) -> torch.Tensor:
+    total = weights.ce * losses.mean("ce")
+    if "kl" in losses.sums:
+        total = total + weights.kl * losses.mean("kl")
+    if "ae" in losses.sums:
+        total = total + weights.ae * losses.mean("ae")
+    return total
+
+
+@torch.no_grad()
+def reference_losses(backbone: Backbone, examples: Sequence[Example], batch_size: int) -> dict[str, float]:
+    """Mean target CE of the frozen model with the full context and with none: the gap's two ends."""
+    nb = len(backbone.bos_ids)
+    sums = {"full": 0.0, "none": 0.0}
+    count = 0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        sequences = [backbone.bos_ids + list(e.context) + list(e.targets) for e in batch]
+        ids, attention = _right_padded(sequences, backbone.pad_token_id, backbone.device)
+        final = backbone.model.base_model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+        rows, pos, labels = _scored(batch, [nb + len(e.context) for e in batch])
+        ce, _ = token_losses(backbone, final[rows.to(final.device), pos.to(final.device)], labels.to(final.device))
+        sums["full"] += float(ce)
+        final, offsets = decoder_hidden(backbone, [None] * len(batch), [e.targets for e in batch])
+        rows, pos, labels = _scored(batch, offsets)
+        ce, _ = token_losses(backbone, final[rows.to(final.device), pos.to(final.device)], labels.to(final.device))
+        sums["none"] += float(ce)
+        count += len(labels)
+    return {"ce_full_context": sums["full"] / count, "ce_no_context": sums["none"] / count, "tokens": count}
+
+
+def gap_closed(ce_compressed: float, bounds: dict[str, float]) -> float:
+    """Share of the no-context -> full-context loss gap that the compressed context closes."""
+    gap = bounds["ce_no_context"] - bounds["ce_full_context"]
+    return (bounds["ce_no_context"] - ce_compressed) / gap if gap > 0 else float("nan")

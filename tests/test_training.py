@@ -1,0 +1,153 @@
+"""Training on a tiny random backbone: the loss falls, resume is exact, the backbone never changes."""
+
+import gzip
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from comprexit.training import checkpoints
+from comprexit.training.config import TrainConfig
+from comprexit.training.data import Example, bucketed_batches, ntp_examples
+from comprexit.training.objectives import LossWeights, batch_losses
+from comprexit.training.trainer import Trainer
+
+from tiny import tiny_backbone
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        for _ in range(80):
+            handle.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(40))}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory):
+    rng = random.Random(1)
+    path = tmp_path_factory.mktemp("qa") / "qa_train.jsonl"
+    lines = [json.dumps({"header": {"dataset": "toy", "split": "train"}})]
+    for i in range(60):
+        name = rng.choice(WORDS)
+        context = f"The code word of box {i} is {name}. " + " ".join(rng.choice(WORDS) for _ in range(10))
+        lines.append(json.dumps({"context": context, "qas": [{"qid": f"q{i}", "question": f"Code word of box {i}?", "answers": [name]}]}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def config(tmp_path, corpus, **changes):
+    values = dict(
+        phase="ntp", data=[str(corpus)], output_dir=str(tmp_path / "run"), lr=3e-3, batch_size=4,
+        context_tokens=96, continuation_tokens=32, compressor={"window": 32, "slot_scale": "embedding"},
+        validation_permille=150, val_examples=8, eval_every=5, save_every=5, log_every=1, warmup_ratio=0.0,
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def train_losses(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r["kind"] == "train"}
+
+
+def test_ntp_examples_cut_documents_into_pieces():
+    pieces = ntp_examples([list(range(700))], context_tokens=512, continuation_tokens=128)
+    assert [(len(p.context), len(p.targets)) for p in pieces] == [(512, 128)]  # a 60-token rest is too short
+    pieces = ntp_examples([list(range(200))], context_tokens=512, continuation_tokens=128)
+    assert [(len(p.context), len(p.targets)) for p in pieces] == [(150, 50)]
+    assert pieces[0].context + pieces[0].targets == tuple(range(200))
+
+
+def test_bucketed_batches_are_deterministic_and_cover_everything():
+    examples = [Example(tuple(range(n % 37 + 1)), (1,)) for n in range(200)]
+    a, b = bucketed_batches(examples, 8, seed=3, pool=4), bucketed_batches(examples, 8, seed=3, pool=4)
+    assert a == b and sorted(i for batch in a for i in batch) == list(range(200))
+    assert bucketed_batches(examples, 8, seed=4, pool=4) != a
+    spread = [max(examples[i].length for i in bt) - min(examples[i].length for i in bt) for bt in a]
+    assert sum(spread) / len(spread) < 10  # similar lengths share a batch
+
+
+def test_loss_falls_when_overfitting_a_handful_of_examples(tmp_path, corpus):
+    backbone = tiny_backbone("gemma3")
+    cfg = config(tmp_path, corpus, lr=1e-2, max_steps=60, max_train_examples=4, eval_every=100, save_every=100)
+    trainer = Trainer(cfg, backbone=backbone)
+    examples = trainer.split.train[:4]
+    weights = LossWeights()
+    with torch.no_grad():
+        before = float(batch_losses(backbone, trainer.compressor, examples, weights).mean("ce"))
+    trainer.train()
+    with torch.no_grad():
+        after = float(batch_losses(backbone, trainer.compressor, examples, weights).mean("ce"))
+    assert after < before - 0.02, (before, after)
+
+
+def test_resume_reproduces_the_uninterrupted_run_and_backbone_is_untouched(tmp_path, corpus):
+    backbone = tiny_backbone("llama")
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    straight = config(tmp_path / "a", corpus, max_steps=12, kl_weight=1.0, ae_weight=0.5)
+    Trainer(straight, backbone=backbone).train()
+
+    interrupted = config(tmp_path / "b", corpus, max_steps=12, kl_weight=1.0, ae_weight=0.5)
+    summary = Trainer(interrupted, backbone=backbone).train(stop_at_step=7)
+    assert summary["status"] == "paused" and not (tmp_path / "b" / "run" / "final").exists()
+    Trainer(interrupted, backbone=backbone, resume=True).train()
+
+    a, b = train_losses(tmp_path / "a" / "run"), train_losses(tmp_path / "b" / "run")
+    assert sorted(a) == sorted(b) == list(range(1, 13))
+    for step in range(8, 13):
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    wa = load_file(tmp_path / "a" / "run" / "final" / "comprexit.safetensors")
+    wb = load_file(tmp_path / "b" / "run" / "final" / "comprexit.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert all(torch.equal(before[k], v) for k, v in backbone.model.state_dict().items())
+    assert (tmp_path / "a" / "run" / "curves.png").is_file()
+
+
+def test_killed_save_leaves_the_previous_checkpoint(tmp_path, corpus):
+    backbone = tiny_backbone("llama")
+    cfg = config(tmp_path, corpus, max_steps=10)
+    Trainer(cfg, backbone=backbone).train(stop_at_step=5)
+    run = tmp_path / "run"
+    good = checkpoints.latest_checkpoint(run)
+    # a save killed half-way: a staging folder without trainer_state.json
+    staging = checkpoints.staging_dir(run, 9)
+    (staging / "optimizer.bin").write_bytes(b"partial")
+    assert checkpoints.latest_checkpoint(run) == good
+    summary = Trainer(cfg, backbone=backbone, resume=True).train()
+    assert summary["status"] == "finished" and summary["step"] == 10
+
+
+def test_sft_phase_scores_held_out_questions(tmp_path, qa_file):
+    backbone = tiny_backbone("gemma3")
+    cfg = TrainConfig(
+        phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "sft"), lr=3e-3, batch_size=4, max_steps=6,
+        compressor={"window": 32}, validation_permille=200, eval_every=3, save_every=100, log_every=1,
+    )
+    Trainer(cfg, backbone=backbone).train()
+    rows = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    validation = [r for r in rows if r["kind"] == "validation"]
+    assert len(validation) == 2 and all("f1" in r and "gap_closed" in r for r in validation)
+    assert (tmp_path / "sft" / "best" / "selection.json").is_file()
+    # the answer and EOS are scored, the prompt is not
+    trainer_examples = Trainer(cfg, backbone=backbone).split.train
+    example = trainer_examples[0]
+    answer = example.targets[example.score_from :]
+    assert answer[-1] == backbone.eos_token_id and backbone.decode(answer[:-1]).strip() in WORDS
+
+
+def test_bad_training_config_is_refused(tmp_path, corpus):
+    from comprexit import ConfigError
+
+    with pytest.raises(ConfigError, match="phase must be one of"):
+        TrainConfig(phase="pretrain", data=[str(corpus)])
+    with pytest.raises(ConfigError, match="at least one of ce_weight"):
+        TrainConfig(data=[str(corpus)], ce_weight=0.0)
+    with pytest.raises(ConfigError, match=r"unknown training config field\(s\) \['learning_rate'\]"):
+        TrainConfig.from_dict({"data": [str(corpus)], "learning_rate": 1})
