@@ -56,6 +56,7 @@ ntp() {  # ntp NAME [train options]: a short NTP run of the sweep
   local name=$1; shift
   quiet $RUNS/sweep/$name.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/sweep/$name --batch-size 32 \
     --eval-every 100 --save-every 100000 --log-every 10 --val-examples 256 --profile-steps 20 "$@"
+  pack sweep sweep --exclude=checkpoints --exclude='*.safetensors'
 }
 
 step_sweep() {  # one lever at a time, 300 steps of 32 each: which closes more of the NTP gap?

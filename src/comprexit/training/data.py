@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,15 +106,36 @@ def load_ntp(
     validation_permille: int = 20,
 ) -> Split:
     """NTP examples from corpus files, split by document into train and validation."""
-    train_docs, val_docs = [], []
+    train_ids, val_ids = [], []
     for path in files:
-        for doc in read_texts(path):
-            (val_docs if is_held_out(doc, validation_permille) else train_docs).append(doc)
-    tokenize = lambda docs: backbone.tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []  # noqa: E731
+        docs = read_texts(path)
+        for doc, ids in zip(docs, tokenize_cached(backbone, docs)):
+            (val_ids if is_held_out(doc, validation_permille) else train_ids).append(ids)
     return Split(
-        ntp_examples(tokenize(train_docs), context_tokens, continuation_tokens),
-        ntp_examples(tokenize(val_docs), context_tokens, continuation_tokens),
+        ntp_examples(train_ids, context_tokens, continuation_tokens),
+        ntp_examples(val_ids, context_tokens, continuation_tokens),
     )
+
+
+def tokenize_cached(backbone, docs: list[str]) -> list[list[int]]:
+    """Token ids of many documents, cached on disk per (texts, tokenizer): every run of a sweep reuses them."""
+    import torch
+
+    from ..bundled import cache_root
+
+    digest = hashlib.sha1()
+    for doc in docs:
+        digest.update(hashlib.sha1(doc.encode("utf-8")).digest())
+    digest.update(f"{backbone.identity.name}|{backbone.identity.vocab_size}|{len(backbone.tokenizer)}".encode())
+    path = cache_root() / "tokens" / f"{digest.hexdigest()[:24]}.pt"
+    if path.is_file():
+        return torch.load(path)
+    ids = backbone.tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(ids, tmp)
+    tmp.replace(path)
+    return ids
 
 
 # ---------------------------------------------------------------------------- SFT
