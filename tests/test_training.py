@@ -151,3 +151,26 @@ def test_bad_training_config_is_refused(tmp_path, corpus):
         TrainConfig(data=[str(corpus)], ce_weight=0.0)
     with pytest.raises(ConfigError, match=r"unknown training config field\(s\) \['learning_rate'\]"):
         TrainConfig.from_dict({"data": [str(corpus)], "learning_rate": 1})
+
+
+def test_vectorised_decoder_inputs_match_row_by_row_assembly(tiny):
+    """decoder_hidden builds [BOS] + real prefix (+ insert) + targets with one scatter; compare with plain rows."""
+    from comprexit.training.objectives import decoder_hidden
+
+    torch.manual_seed(0)
+    prefix = torch.randn(3, 5, tiny.hidden_size)
+    counts = [5, 2, 0]
+    targets = [[7, 8, 9], [10], [11, 12, 13, 14, 15, 16, 17, 18]]
+    insert = torch.randn(tiny.hidden_size)
+    for extra in (None, insert):
+        hidden, offsets = decoder_hidden(tiny, prefix, counts, targets, insert=extra)
+        for row in range(3):
+            parts = [tiny.embed(torch.tensor(tiny.bos_ids)), prefix[row, : counts[row]]]
+            if extra is not None:
+                parts.append(extra[None])
+            parts.append(tiny.embed(torch.tensor(targets[row])))
+            embeds = torch.cat(parts)[None]
+            alone = tiny.final_hidden(embeds, torch.ones(1, len(embeds[0]), dtype=torch.long),
+                                      torch.arange(len(embeds[0]))[None])
+            assert offsets[row] == len(embeds[0]) - len(targets[row])
+            torch.testing.assert_close(hidden[row, : len(embeds[0])], alone[0], rtol=1e-4, atol=1e-5)

@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--skip-malformed", action="store_true", help="skip and count malformed data lines")
     parser.add_argument("--output", "-o", default=None, help="results JSON (a .md table is written beside it)")
+    parser.add_argument("--template", default=None, help="prompt template with one {question} field (default: METHOD.md's)")
     parser.add_argument("--label", default=None, help="row name in comparison tables")
     parser.add_argument("--predictions", action="store_true", help="store every prediction in the results file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
     settings = EvalSettings(
-        context_budget=args.context_budget, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        context_budget=args.context_budget, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        **({"template": args.template} if args.template else {}),
     )
     datasets = {}
     for spec in args.data:

@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
     parser.add_argument("runs", nargs="+", help="run folders written by `comprexit train`")
     parser.add_argument("--output", "-o", required=True, help="results JSON (a .md is written beside it)")
     parser.add_argument("--title", default="Training runs")
+    parser.add_argument("--note", default="", help="a line added under the table (e.g. where runs without an environment record ran)")
     parser.set_defaults(run=run)
 
 
@@ -23,8 +24,16 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     env = environment("cuda" if _cuda() else None)
-    output.write_text(json.dumps({"title": args.title, "environment": env, "runs": runs}, indent=2) + "\n")
-    markdown = summary_markdown(runs, args.title) + f"\nDevice {env['device']}, commit {env['commit']}, {env['date']}.\n"
+    output.write_text(
+        json.dumps({"title": args.title, "note": args.note, "summarized_on": env, "runs": runs}, indent=2) + "\n"
+    )
+    devices = sorted({f"{r['environment']['device']} (commit {r['environment']['commit']})" for r in runs if r["environment"]})
+    markdown = summary_markdown(runs, args.title)
+    if devices:
+        markdown += "\nTrained on " + "; ".join(devices) + ".\n"
+    if args.note:
+        markdown += f"\n{args.note}\n"
+    markdown += f"\nSummarised with commit {env['commit']} on {env['date']}.\n"
     output.with_suffix(".md").write_text(markdown)
     print(markdown, end="")
     return 0

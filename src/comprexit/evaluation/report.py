@@ -94,6 +94,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"- device: {env.get('device', '?')}; commit {env.get('commit', '?')}; {env.get('date', '?')}",
         f"- settings: context budget {settings.get('context_budget')} tokens (tail kept), greedy, "
         f"{settings.get('max_new_tokens')} new tokens, batch {settings.get('batch_size')}",
+        f"- prompt after the context: {settings.get('template')!r}",
         f"- wall time {results.get('wall_seconds')} s; {results.get('questions_per_second')} questions/s",
         "",
         "| dataset | questions | EM | F1 | contexts cut | questions/s |",

@@ -57,7 +57,7 @@ class BatchLosses:
     """Token-summed losses and token counts, so means are exact across batches and processes."""
 
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    tokens: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, float] = field(default_factory=dict)
 
     def mean(self, name: str) -> torch.Tensor:
         return self.sums[name] / max(self.tokens[name], 1)
@@ -124,8 +124,7 @@ def token_losses(
             return ce, torch.zeros((), device=ce.device)
         with torch.no_grad():
             log_q = F.log_softmax(backbone.logits(h_teacher).float(), dim=-1)
-        kl = (log_q.exp() * (log_q - log_p)).sum()
-        return ce, kl
+        return ce, F.kl_div(log_p, log_q, log_target=True, reduction="sum")
 
     ce_total = student.new_zeros((), dtype=torch.float32)
     kl_total = student.new_zeros((), dtype=torch.float32)
@@ -141,29 +140,49 @@ def token_losses(
     return ce_total, (kl_total if teacher is not None else None)
 
 
-def decoder_hidden(backbone: Backbone, prefixes: Sequence[torch.Tensor | None], targets: Sequence[Sequence[int]]):
-    """Final hidden states of right-padded `[BOS] + prefix_i + embed(targets_i)`; returns (hidden, target offsets)."""
-    device, dtype = backbone.device, backbone.dtype
+def decoder_hidden(
+    backbone: Backbone,
+    prefix: torch.Tensor | None,
+    prefix_lengths: Sequence[int],
+    targets: Sequence[Sequence[int]],
+    insert: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[int]]:
+    """Final hidden states of right-padded `[BOS] + prefix_i[:n_i] (+ insert) + embed(targets_i)`.
+
+    prefix: (batch, P, hidden) vectors whose first `prefix_lengths[i]` of row i are real (the
+        compressor's slots: its non-empty slots always come first); None for no prefix.
+    insert: an optional (hidden,) vector placed right after each row's real prefix.
+    Returns (hidden states, per-row offset of the first target token).
+
+    Built with one scatter for the whole batch rather than row by row, so a step costs a
+    handful of kernels and no host synchronisation.
+    """
+    device, dtype, hidden = backbone.device, backbone.dtype, backbone.hidden_size
+    batch = len(targets)
     bos = backbone.bos_ids
+    nb = len(bos)
+    counts = [int(n) for n in prefix_lengths] if prefix is not None else [0] * batch
+    longest = max(len(t) for t in targets)
     ids, _ = _right_padded([list(t) for t in targets], backbone.pad_token_id, device)
-    token_embeds = backbone.embed(ids)
-    bos_embeds = backbone.embed(torch.tensor(bos, dtype=torch.long, device=device))
-    lengths = [len(bos) + (0 if p is None else len(p)) + len(t) for p, t in zip(prefixes, targets)]
-    width = max(lengths)
-    mask = torch.zeros(len(targets), width, dtype=torch.long, device=device)
-    offsets = []
-    rows = []
-    for i, (prefix, target) in enumerate(zip(prefixes, targets)):
-        parts = [bos_embeds]
-        if prefix is not None and len(prefix):
-            parts.append(prefix.to(dtype))
-        parts.append(token_embeds[i, : len(target)])
-        row = torch.cat(parts)
-        rows.append(row)
-        offsets.append(len(row) - len(target))
-        mask[i, : len(row)] = 1
-    embeds = torch.stack([F.pad(r, (0, 0, 0, width - len(r))) for r in rows])
-    positions = torch.arange(width, device=device).expand(len(targets), width)
+    target_embeds = backbone.embed(ids)  # (batch, longest, hidden)
+    parts = [backbone.embed(torch.tensor(bos, dtype=torch.long, device=device)).expand(batch, nb, hidden)]
+    if prefix is not None:
+        parts.append(prefix.to(dtype))
+    parts.append(torch.zeros(batch, longest + (insert is not None), hidden, dtype=dtype, device=device))
+    embeds = torch.cat(parts, dim=1)
+    if insert is not None:
+        rows = torch.arange(batch, device=device)
+        embeds = embeds.index_put((rows, torch.tensor(counts, device=device) + nb), insert.to(dtype).expand(batch, hidden))
+        counts = [c + 1 for c in counts]
+    offsets = [nb + c for c in counts]
+    rows = torch.arange(batch).repeat_interleave(longest)
+    cols = (torch.tensor(offsets)[:, None] + torch.arange(longest)[None, :]).reshape(-1)
+    embeds = embeds.index_put((rows.to(device), cols.to(device)), target_embeds.reshape(-1, hidden))
+    lengths = torch.tensor([o + len(t) for o, t in zip(offsets, targets)])
+    width = int(lengths.max())
+    embeds = embeds[:, :width]
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(device)
+    positions = torch.arange(width, device=device).expand(batch, width)
     return backbone.final_hidden(embeds, mask, positions), offsets
 
 
@@ -197,11 +216,11 @@ def batch_losses(
     timer.mark("encoder", device)
 
     slots = compressor(hidden, context_mask)
-    prefixes = [s[m] for s, m in zip(slots.slots, slots.mask)]
+    counts = slots.mask.sum(1).tolist()  # the step's one host synchronisation
     timer.mark("compressor", device)
 
     result = BatchLosses()
-    final, offsets = decoder_hidden(backbone, prefixes, [e.targets for e in examples])
+    final, offsets = decoder_hidden(backbone, slots.slots, counts, [e.targets for e in examples])
     rows_s, pos_s, labels_s = _scored(examples, offsets)
     student = final[rows_s.to(device), pos_s.to(device)]
     ce, kl = token_losses(backbone, student, labels_s.to(device), teacher)
@@ -210,8 +229,9 @@ def batch_losses(
         result.sums["kl"], result.tokens["kl"] = kl, len(labels_s)
     if weights.ae > 0 and marker is not None:
         ae_examples = [Example(e.context[:ae_tokens], e.context[:ae_tokens], 0) for e in examples]
-        ae_prefixes = [torch.cat([p, marker.vector[None].to(p.dtype)]) for p in prefixes]
-        final, offsets = decoder_hidden(backbone, ae_prefixes, [e.targets for e in ae_examples])
+        final, offsets = decoder_hidden(
+            backbone, slots.slots, counts, [e.targets for e in ae_examples], insert=marker.vector
+        )
         rows_a, pos_a, labels_a = _scored(ae_examples, offsets)
         ae, _ = token_losses(backbone, final[rows_a.to(device), pos_a.to(device)], labels_a.to(device))
         result.sums["ae"], result.tokens["ae"] = ae, len(labels_a)
@@ -242,7 +262,7 @@ def reference_losses(backbone: Backbone, examples: Sequence[Example], batch_size
         rows, pos, labels = _scored(batch, [nb + len(e.context) for e in batch])
         ce, _ = token_losses(backbone, final[rows.to(final.device), pos.to(final.device)], labels.to(final.device))
         sums["full"] += float(ce)
-        final, offsets = decoder_hidden(backbone, [None] * len(batch), [e.targets for e in batch])
+        final, offsets = decoder_hidden(backbone, None, [0] * len(batch), [e.targets for e in batch])
         rows, pos, labels = _scored(batch, offsets)
         ce, _ = token_losses(backbone, final[rows.to(final.device), pos.to(final.device)], labels.to(final.device))
         sums["none"] += float(ce)

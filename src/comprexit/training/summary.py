@@ -23,6 +23,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     validation = [r for r in rows if r["kind"] == "validation"]
     train = [r for r in rows if r["kind"] == "train"]
     profile = next((r for r in rows if r["kind"] == "profile"), None)
+    env = next((r for r in rows if r["kind"] == "environment"), None)
     summaries = [r for r in rows if r["kind"] == "summary"]
     selection = run_dir / "best" / "selection.json"
     speeds = [r["examples_per_second"] for r in train if r.get("examples_per_second")]
@@ -39,6 +40,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         "train_seconds": round(sum(s.get("train_seconds_this_call") or 0 for s in summaries), 1),
         "profile": profile,
         "status": summaries[-1]["status"] if summaries else "running",
+        "environment": {k: v for k, v in env.items() if k not in ("kind", "step")} if env else None,
     }
 
 
@@ -46,8 +48,9 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
     lines = [
         f"# {title}",
         "",
-        "| run | recipe | steps | val CE | gap closed | val F1 | examples/s | train s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| run | recipe | steps | checkpoint | val CE | CE full / no context | gap closed | val F1 (full ctx) "
+        "| examples/s | train s |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         recipe = r["recipe"]
@@ -60,16 +63,20 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
             knobs.append(json.dumps(recipe["compressor"], separators=(",", ":")))
         if recipe.get("extra_ntp"):
             knobs.append("+QA contexts")
-        best = r["best_validation"] or r["final_validation"] or {}
-        f1 = best.get("f1")
+        chosen, which = (r["best_validation"], f"best (step {r['best_validation'].get('step')})") if r["best_validation"] \
+            else (r["final_validation"] or {}, "last")
+        bounds = r["bounds"]
+        f1 = chosen.get("f1")
+        f1_cell = "-" if f1 is None else f"{f1:.2f} ({bounds.get('f1_full_context', float('nan')):.2f})"
         lines.append(
-            f"| {r['run']} | {', '.join(knobs)} | {r['steps']} | {best.get('ce', float('nan')):.3f} "
-            f"| {100 * best.get('gap_closed', float('nan')):.1f}% | {'-' if f1 is None else f'{f1:.2f}'} "
+            f"| {r['run']} | {', '.join(knobs)} | {r['steps']} | {which} | {chosen.get('ce', float('nan')):.3f} "
+            f"| {bounds.get('ce_full_context', float('nan')):.3f} / {bounds.get('ce_no_context', float('nan')):.3f} "
+            f"| {100 * chosen.get('gap_closed', float('nan')):.1f}% | {f1_cell} "
             f"| {r['examples_per_second_median'] or 0:.0f} | {r['train_seconds']:.0f} |"
         )
-    bounds = runs[0]["bounds"] if runs else {}
-    if bounds:
-        lines += ["", "Frozen-model bounds on the same validation slice: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in bounds.items())]
-    lines += ["", "Validation figures are those of the selected (best) checkpoint of each run."]
+    lines += [
+        "",
+        "Gap closed = (CE without context - CE from slots) / (CE without context - CE with the full context), "
+        "on the run's validation slice of the train files; F1 on held-out train questions (SFT).",
+    ]
     return "\n".join(lines) + "\n"

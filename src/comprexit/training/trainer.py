@@ -24,6 +24,7 @@ from ..compressor import ComprExIT
 from ..config import ComprExITConfig
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.data import QADataset
+from ..evaluation.report import environment
 from ..evaluation.runner import EvalSettings, evaluate
 from ..methods.comprexit import ComprExITMethod
 from . import checkpoints
@@ -49,7 +50,10 @@ class Trainer:
         precision = config.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() else "no"
-        self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+        # cpu=True when there is no GPU: accelerate then runs several processes over gloo (MULTI_CPU)
+        self.accelerator = Accelerator(
+            mixed_precision=precision, gradient_accumulation_steps=config.grad_accum, cpu=not torch.cuda.is_available()
+        )
         set_seed(config.seed)
         self.is_main = self.accelerator.is_main_process
         self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
@@ -105,22 +109,27 @@ class Trainer:
             marker = AutoencodeMarker(self.backbone.hidden_size, self.backbone.embedding_rms()).to(self.accelerator.device)
         params = list(compressor.parameters()) + (list(marker.parameters()) if marker else [])
         optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-        world = self.accelerator.num_processes
-        self.batches_per_epoch = len(bucketed_batches(self.split.train, c.batch_size, seed=0)) // world
+        self.batches_per_epoch = len(self._epoch_batches(0))
         if self.batches_per_epoch < 1:
-            raise ConfigError(f"{len(self.split.train)} examples give no batch of {c.batch_size} per process")
+            raise ConfigError(
+                f"{len(self.split.train)} examples give no global batch of {c.batch_size} x "
+                f"{self.accelerator.num_processes} processes"
+            )
         steps_per_epoch = max(1, self.batches_per_epoch // c.grad_accum)
         self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * steps_per_epoch))
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(c.warmup_ratio * self.total_steps), self.total_steps
         )
-        # the scheduler stays unprepared: we step it once per optimizer step ourselves (accelerate
-        # would step it once per process), and register it so that checkpoints hold its state
-        prepared = self.accelerator.prepare(compressor, optimizer, *([marker] if marker else []))
-        self.compressor, self.optimizer = prepared[:2]
-        self.marker = prepared[2] if marker else None
+        # The scheduler stays unprepared: we step it once per optimizer step ourselves (accelerate
+        # would step it once per process). The autoencoding marker is used outside the
+        # compressor's forward, so it is not wrapped for data parallelism; its gradient is
+        # averaged by hand. Both are registered so that checkpoints hold their state.
+        self.compressor, self.optimizer = self.accelerator.prepare(compressor, optimizer)
         self.scheduler = scheduler
+        self.marker = marker
         self.accelerator.register_for_checkpointing(self.scheduler)
+        if marker is not None:
+            self.accelerator.register_for_checkpointing(marker)
 
     @property
     def unwrapped(self) -> ComprExIT:
@@ -128,10 +137,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ data order
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This process's micro-batches of an epoch: the global order, dealt round-robin."""
-        batches = bucketed_batches(self.split.train, self.config.batch_size, seed=self.config.seed * 100003 + epoch)
+        """This process's micro-batches of an epoch.
+
+        Global batches of `batch_size x processes` examples are formed as on one process, and
+        process k takes the k-th slice of each: N processes at batch b see exactly the
+        examples that one process sees at batch N*b. A global batch too small to give every
+        process an example is dropped.
+        """
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        return batches[rank::world][: self.batches_per_epoch]
+        size = self.config.batch_size
+        batches = bucketed_batches(self.split.train, size * world, seed=self.config.seed * 100003 + epoch)
+        if world == 1:
+            return batches
+        return [b[rank * len(b) // world : (rank + 1) * len(b) // world] for b in batches if len(b) >= world]
+
+    def _share_token_counts(self, losses) -> None:
+        """Normalise by the global token count, so averaging gradients over processes gives the global mean."""
+        if self.accelerator.num_processes == 1:
+            return
+        keys = sorted(losses.tokens)
+        counts = torch.tensor([float(losses.tokens[k]) for k in keys], device=self.accelerator.device)
+        counts = self.accelerator.reduce(counts, reduction="sum") / self.accelerator.num_processes
+        losses.tokens = dict(zip(keys, counts.tolist()))
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
@@ -213,6 +240,7 @@ class Trainer:
             self._restore()
         self.bounds = self._bounds()
         if self.resume_from is None:
+            self.log({"kind": "environment", "step": 0, **environment(self.backbone.device)})
             self.log({"kind": "bounds", "step": 0, **self.bounds, "train_examples": len(self.split.train),
                       "validation_examples": len(self.split.validation), "total_steps": self.total_steps})
         started = time.perf_counter()
@@ -230,11 +258,14 @@ class Trainer:
                 with self.accelerator.accumulate(self.compressor):
                     losses = batch_losses(self.backbone, self.compressor, examples, self.weights, self.marker,
                                           c.ae_tokens, timer)
+                    self._share_token_counts(losses)
                     loss = combined_loss(losses, self.weights)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss became {loss.item()} at step {self.position.step}")
                     self.accelerator.backward(loss)
                     grad_norm = None
+                    if self.accelerator.sync_gradients and self.marker is not None and self.accelerator.num_processes > 1:
+                        self.marker.vector.grad = self.accelerator.reduce(self.marker.vector.grad, reduction="mean")
                     if self.accelerator.sync_gradients:
                         grad_norm = self.accelerator.clip_grad_norm_(self.compressor.parameters(), c.max_grad_norm)
                     self.optimizer.step()
