@@ -22,9 +22,12 @@ SFT_FILES="$DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
 NTP_FILE=$DATA/ntp_debian_docs.jsonl.gz
 mkdir -p "$RUNS" "$OUT"
 
-pack() {  # pack NAME PATH...: one archive per step keeps $OUT under its 8-file limit
+pack() {  # pack NAME PATH...: one archive per step keeps $OUT under its 8-file limit (16 MiB each)
+  # optimizer checkpoints stay behind; set PACK_WEIGHTS=0 to leave compressor weights behind too
   local name=$1; shift
-  tar -czf "$OUT/$name.tgz" -C "$RUNS" "$@" 2>/dev/null || true
+  local skip=(--exclude=checkpoints)
+  [ "${PACK_WEIGHTS:-1}" = 0 ] && skip+=(--exclude='*.safetensors')
+  tar -czf "$OUT/$name.tgz" "${skip[@]}" -C "$RUNS" "$@" 2>/dev/null || true
 }
 
 step_setup() {
@@ -56,7 +59,7 @@ ntp() {  # ntp NAME [train options]: a short NTP run of the sweep
   local name=$1; shift
   quiet $RUNS/sweep/$name.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/sweep/$name --batch-size 32 \
     --eval-every 100 --save-every 100000 --log-every 10 --val-examples 256 --profile-steps 20 "$@"
-  pack sweep sweep --exclude=checkpoints --exclude='*.safetensors'
+  PACK_WEIGHTS=0 pack sweep sweep
 }
 
 step_sweep() {  # one lever at a time, 300 steps of 32 each: which closes more of the NTP gap?
@@ -65,7 +68,7 @@ step_sweep() {  # one lever at a time, 300 steps of 32 each: which closes more o
   ntp c_slot_scale --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}'
   ntp d_kl --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1
   $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -12
-  pack sweep sweep --exclude=checkpoints --exclude='*.safetensors'
+  PACK_WEIGHTS=0 pack sweep sweep
 }
 
 step_sweep2() {
@@ -73,7 +76,7 @@ step_sweep2() {
   ntp f_qa_text --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1 \
     --extra-ntp $SFT_FILES
   $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -12
-  pack sweep sweep --exclude=checkpoints --exclude='*.safetensors'
+  PACK_WEIGHTS=0 pack sweep sweep
 }
 
 step_long() {  # the best sweep recipe, sized to MINUTES of training
@@ -82,14 +85,14 @@ step_long() {  # the best sweep recipe, sized to MINUTES of training
   echo "long NTP run: $args"
   eval quiet $RUNS/ntp_long.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/ntp_long --batch-size 32 \
     --eval-every 250 --save-every 500 --log-every 20 $args
-  pack ntp_long ntp_long ntp_long.log --exclude=checkpoints
+  pack ntp_long ntp_long/{final,metrics.jsonl,curves.png,train_config.json,bounds.json} ntp_long.log
 }
 
 step_sft() {  # QA fine-tuning from the long NTP run
   quiet $RUNS/sft.log $CX train sft --data $SFT_FILES --init $RUNS/ntp_long/final --output-dir $RUNS/sft \
     --batch-size 32 --epochs "${SFT_EPOCHS:-3}" --eval-every 100 --save-every 100000 --log-every 20 \
     --kl-weight "${SFT_KL:-0.5}"
-  pack sft sft sft.log --exclude=checkpoints
+  pack sft sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} sft.log
 }
 
 step_eval() {  # the selected compressor on the four eval files
@@ -105,8 +108,7 @@ step_paper() {  # the paper's recipe end to end: 1 NTP epoch, 1 SFT epoch, evalu
     --output-dir $RUNS/paper_sft --batch-size 32 --eval-every 100 --save-every 100000 --log-every 20
   $CX eval --method comprexit --weights $RUNS/paper_sft/best --data $EVAL_FILES --limit 1000 --batch-size 64 \
     --no-progress --label "ComprExIT (paper recipe)" --output $RUNS/eval/comprexit_paper.json
-  pack paper paper_ntp paper_sft paper_ntp.log paper_sft.log eval/comprexit_paper.json eval/comprexit_paper.md \
-    --exclude=checkpoints
+  PACK_WEIGHTS=0 pack paper paper_ntp paper_sft paper_ntp.log paper_sft.log eval/comprexit_paper.json eval/comprexit_paper.md
 }
 
 for step in "$@"; do
