@@ -77,6 +77,8 @@ def test_reader_refuses_bad_input(tiny):
         reader.ask("Some text.", [])
     with pytest.raises(InputError, match=r"the context has \d+ tokens; at most \d+ fit"):
         reader.compress("x" * (reader.max_context_tokens + 1))
+    with pytest.raises(InputError, match=r"read in full, at most \d+ fit"):
+        reader.ask_full_context("x" * tiny.max_positions, "What?")
 
 
 def test_document_for_another_backbone_is_refused(tiny):
@@ -100,3 +102,14 @@ def test_backbone_load_from_folder_and_bad_names(kind, tmp_path):
         Backbone.load(tmp_path / "missing-model", device="cpu")
     with pytest.raises(CheckpointError, match="GGUF file not found"):
         Backbone.load(tmp_path / "missing.gguf", device="cpu")
+
+
+def test_long_documents_are_compressed_chunk_by_chunk(tiny):
+    torch.manual_seed(0)
+    compressor = ComprExIT.for_backbone(tiny, ComprExITConfig(window=16))
+    reader = Reader(tiny, compressor, chunk_tokens=10)
+    text = "abcdefghij" * 13 + "abcde"  # 14 chunks: more than one encoder batch
+    document = reader.compress(text)
+    assert document.num_slots == 13 * 3 + 2
+    pieces = [Reader(tiny, compressor, chunk_tokens=10).compress(text[i : i + 10]).slots for i in range(0, len(text), 10)]
+    torch.testing.assert_close(document.slots, torch.cat(pieces), rtol=1e-5, atol=1e-5)

@@ -27,6 +27,7 @@ from .weights import shipped_compressor_dir
 logger = logging.getLogger(__name__)
 
 PROMPT_RESERVE = 512  # decoder positions kept free for the question and the answer
+ENCODE_BATCH = 8  # chunks per encoder pass
 
 
 class UntrainedCompressorWarning(UserWarning):
@@ -119,8 +120,11 @@ class Reader:
         if not len(ids):
             raise InputError("the context is empty")
         chunks = [list(ids[i : i + self.chunk_tokens]) for i in range(0, len(ids), self.chunk_tokens)]
-        out = self.compressor.compress(self.backbone.encode(chunks))
-        slots = out.slots[out.mask]
+        pieces = []
+        for start in range(0, len(chunks), ENCODE_BATCH):  # bounded memory for very long documents
+            out = self.compressor.compress(self.backbone.encode(chunks[start : start + ENCODE_BATCH]))
+            pieces.append(out.slots[out.mask])
+        slots = torch.cat(pieces)
         return CompressedDocument(
             slots=slots.float().cpu(),
             mask=torch.ones(len(slots), dtype=torch.bool),
@@ -172,6 +176,12 @@ class Reader:
         ids = self.backbone.tokenize(text) if isinstance(text, str) and text.strip() else []
         if not ids:
             raise InputError("the context is empty (nothing but whitespace)")
+        positions = self.backbone.max_positions
+        if positions is not None and len(ids) > positions - PROMPT_RESERVE:
+            raise InputError(
+                f"the context has {len(ids)} tokens; read in full, at most {positions - PROMPT_RESERVE} fit "
+                f"the decoder's {positions} positions (compress it instead)"
+            )
         prefix = self.backbone.embed(torch.tensor(ids, device=self.backbone.device))
         return self._answer([prefix], questions, max_new_tokens, batch_size)
 

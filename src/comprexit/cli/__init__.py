@@ -53,3 +53,4 @@ def _quiet_libraries() -> None:
     except ImportError:  # pragma: no cover
         pass
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"comprexit: warning: {message}\n"
