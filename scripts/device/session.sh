@@ -4,8 +4,13 @@
 # Staging (../shared/device/README.md): calls 1..N-1 copy one piece each,
 #   mkdir -p /root/stage && cp .device/sK/* /root/stage/
 # and the last call copies its piece and then runs, e.g.
-#   COMPREXIT_COMMIT=<sha> bash scripts/device/session.sh setup bounds sweep
+#   COMPREXIT_COMMIT=<sha> bash scripts/device/session.sh setup bounds levers
 # Later calls on the same warm machine run further steps:  bash scripts/device/session.sh long sft eval
+#
+# Measured on an H100 (2026-11-23): setup 1.8 min (unpacking, converting the model once),
+# bounds 2.8 min, one 300-step lever 1.5-3 min including ~40 s of loading, validation and
+# checkpoints; training runs at 100-135 examples/s. A call may run 10 minutes: plan 2-4
+# levers per call, and start the next call within 30 s or the stage is lost.
 #
 # Everything a step produces lands in /root/stage/runs (kept while the machine is warm) and is
 # packed into $OUT/<step>.tgz at the end of the step, so results survive a cold machine.
@@ -62,20 +67,19 @@ ntp() {  # ntp NAME [train options]: a short NTP run of the sweep
   PACK_WEIGHTS=0 pack sweep sweep
 }
 
-step_sweep() {  # one lever at a time, 300 steps of 32 each: which closes more of the NTP gap?
-  ntp a_paper --preset paper --max-steps 300
-  ntp b_lr5e-4 --preset paper --max-steps 300 --lr 5e-4
-  ntp c_slot_scale --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}'
-  ntp d_kl --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1
-  $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -12
-  PACK_WEIGHTS=0 pack sweep sweep
-}
+# One NTP lever at a time on top of lr 5e-4, 300 steps x 32 each, against the paper preset.
+# LEVERS selects a subset (default: all), e.g. LEVERS="scale ae" bash scripts/device/session.sh levers
+lever_paper()  { ntp a_paper --preset paper --max-steps 300; }
+lever_lr()     { ntp b_lr5e-4 --preset paper --max-steps 300 --lr 5e-4; }
+lever_scale()  { ntp c_slot_scale --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}'; }
+lever_kl()     { ntp d_kl --preset paper --max-steps 300 --lr 5e-4 --kl-weight 1; }
+lever_ae()     { ntp e_ae --preset paper --max-steps 300 --lr 5e-4 --ae-weight 0.5; }
+lever_qa()     { ntp f_qa_text --preset paper --max-steps 300 --lr 5e-4 --extra-ntp $SFT_FILES; }
+lever_nonorm() { ntp g_no_layer_norm --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"normalize_layers": false}'; }
 
-step_sweep2() {
-  ntp e_ae --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1 --ae-weight 0.5
-  ntp f_qa_text --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}' --kl-weight 1 \
-    --extra-ntp $SFT_FILES
-  $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -12
+step_levers() {
+  for lever in ${LEVERS:-paper lr scale kl ae qa nonorm}; do "lever_$lever"; done
+  $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -14
   PACK_WEIGHTS=0 pack sweep sweep
 }
 
