@@ -113,3 +113,18 @@ def test_long_documents_are_compressed_chunk_by_chunk(tiny):
     assert document.num_slots == 13 * 3 + 2
     pieces = [Reader(tiny, compressor, chunk_tokens=10).compress(text[i : i + 10]).slots for i in range(0, len(text), 10)]
     torch.testing.assert_close(document.slots, torch.cat(pieces), rtol=1e-5, atol=1e-5)
+
+
+def test_cached_slots_answer_like_re_prefilling(tiny):
+    """(c) of the serving benchmark: reusing the slot-prefix cache gives the answers of re-reading the slots."""
+    torch.manual_seed(0)
+    reader = Reader(tiny, ComprExIT.for_backbone(tiny, ComprExITConfig(window=16)))
+    document = reader.compress("Ada Lovelace wrote the first program in 1843. " * 2)
+    questions = ["Who wrote it?", "When?", "What did she write, and in which year exactly?"]
+    plain = reader.ask(document, questions, use_cache=False, max_new_tokens=12)
+    first = reader.ask(document, questions, max_new_tokens=12)
+    again = reader.ask(document, questions, max_new_tokens=12)  # the kept cache is reused, not consumed
+    assert plain == first == again
+    assert reader.ask_full_context("Ada wrote it. " * 3, questions, max_new_tokens=12) == reader.ask_full_context(
+        "Ada wrote it. " * 3, questions, max_new_tokens=12, use_cache=False
+    )

@@ -242,10 +242,23 @@ class Backbone:
 
     # ------------------------------------------------------------------ decoder side
     @torch.no_grad()
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int = 20) -> list[list[int]]:
-        """Greedy decoding from left-padded input embeddings; returns the new tokens of each row, EOS cut."""
-        out = self.model.generate(
-            inputs_embeds=inputs_embeds.to(self.device, self.dtype),
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 20,
+        *,
+        input_ids: torch.Tensor | None = None,
+        past_key_values=None,
+        force_new_tokens: bool = False,
+    ) -> list[list[int]]:
+        """Greedy decoding; returns the new tokens of each row, cut at the first stop token.
+
+        Either from left-padded `inputs_embeds`, or from `input_ids` whose first positions are
+        already held by `past_key_values` (only the uncached tail is run). `force_new_tokens`
+        suppresses EOS so that exactly `max_new_tokens` are produced (for benchmarks).
+        """
+        kwargs = dict(
             attention_mask=attention_mask.to(self.device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -255,6 +268,13 @@ class Backbone:
             pad_token_id=self.pad_token_id,
             eos_token_id=self.stop_token_ids,
         )
+        if force_new_tokens:
+            kwargs["min_new_tokens"] = max_new_tokens
+        if inputs_embeds is not None:
+            out = self.model.generate(inputs_embeds=inputs_embeds.to(self.device, self.dtype), **kwargs)
+        else:
+            out = self.model.generate(input_ids=input_ids.to(self.device), past_key_values=past_key_values, **kwargs)
+            out = out[:, input_ids.shape[1] :]
         return [_cut_at_stop(seq, self.stop_token_ids) for seq in out.tolist()]
 
 

@@ -2,10 +2,19 @@
 
 Rows are left-padded so that every row's real positions are contiguous and its last real
 token sits at the end, which batched greedy decoding needs.
+
+For many questions over one document, `prefill` computes the decoder's key/value cache of
+`[BOS] + prefix` once and `cached_answers` reuses it, so each question only prefills itself.
+There the padding of a batch sits between the cached prefix and the prompts. Positions stay
+contiguous, but a sliding-window layer (Gemma-3: 512 positions) would also count those pad
+slots once a sequence outgrows its window; in that case prompts are batched by length, so
+no padding is needed and the answers equal those of the left-padded path.
 """
 
 from __future__ import annotations
 
+import copy
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -66,4 +75,67 @@ def greedy_answers(
     """Greedy continuations (raw text, not yet post-processed) of each row."""
     batch = build_decoder_batch(backbone, prefixes, prompts)
     tokens = backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=max_new_tokens)
+    return [backbone.decode(row) for row in tokens]
+
+
+@dataclass
+class PrefixCache:
+    """The decoder's key/value cache over `[BOS] + prefix` for one document."""
+
+    past_key_values: object
+    length: int
+
+    def nbytes_by_layer_type(self, backbone: Backbone) -> dict[str, int]:
+        """Bytes of keys and values per attention type (Gemma-3 caps sliding-window layers)."""
+        types = getattr(backbone.config, "layer_types", None) or ["full_attention"] * backbone.identity.num_layers
+        sizes: dict[str, int] = defaultdict(int)
+        for index, layer in enumerate(self.past_key_values.layers):
+            for tensor in (layer.keys, layer.values):
+                if tensor is not None:
+                    sizes[types[index]] += tensor.numel() * tensor.element_size()
+        return dict(sizes)
+
+
+@torch.no_grad()
+def prefill(backbone: Backbone, prefix: torch.Tensor | None) -> PrefixCache:
+    """Run `[BOS] + prefix` once and keep the decoder's cache; prefix: (positions, hidden) or None."""
+    batch = build_decoder_batch(backbone, [prefix], [[]])
+    out = backbone.model(
+        inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=True
+    )
+    return PrefixCache(out.past_key_values, batch.inputs_embeds.shape[1])
+
+
+@torch.no_grad()
+def cached_answers(
+    backbone: Backbone,
+    cache: PrefixCache,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 20,
+    force_new_tokens: bool = False,
+) -> list[str]:
+    """Greedy continuations of `cached prefix + prompt_i`; the cache itself is left untouched."""
+    window = getattr(backbone.config, "sliding_window", None)
+    longest = cache.length + max(len(p) for p in prompts) + max_new_tokens
+    if window and longest > window and len({len(p) for p in prompts}) > 1:
+        answers: dict[int, str] = {}
+        for length in sorted({len(p) for p in prompts}):
+            rows = [i for i, p in enumerate(prompts) if len(p) == length]
+            texts = cached_answers(backbone, cache, [prompts[i] for i in rows], max_new_tokens, force_new_tokens)
+            answers.update(zip(rows, texts))
+        return [answers[i] for i in range(len(prompts))]
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((batch, cache.length + width), backbone.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((batch, cache.length + width), dtype=torch.long)
+    mask[:, : cache.length] = 1
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, cache.length + width - len(prompt) :] = torch.tensor(list(prompt))
+            mask[row, cache.length + width - len(prompt) :] = 1
+    past = copy.deepcopy(cache.past_key_values)  # generation appends to the cache it is given
+    past.batch_repeat_interleave(batch)
+    tokens = backbone.generate(
+        attention_mask=mask, max_new_tokens=max_new_tokens, input_ids=ids, past_key_values=past,
+        force_new_tokens=force_new_tokens,
+    )
     return [backbone.decode(row) for row in tokens]

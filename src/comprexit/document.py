@@ -35,6 +35,9 @@ class CompressedDocument:
     compressor: str = ""
     chunk_tokens: int = 0
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # the decoder's key/value cache over [BOS] + slots, kept in memory (never saved) so that
+    # every later question only prefills itself; set by `Reader.ask`
+    decoder_cache: object = field(default=None, repr=False, compare=False)
 
     @property
     def num_slots(self) -> int:

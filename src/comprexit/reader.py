@@ -18,7 +18,7 @@ import torch
 from .backbone import Backbone
 from .compressor import ComprExIT
 from .config import ComprExITConfig
-from .decoding import greedy_answers
+from .decoding import PrefixCache, cached_answers, greedy_answers, prefill
 from .document import CompressedDocument
 from .errors import CheckpointError, InputError
 from .prompting import PromptTemplate, postprocess_answer
@@ -147,6 +147,13 @@ class Reader:
     def prompt_ids(self, question: str) -> list[int]:
         return self.backbone.tokenize(self.template.render(question))
 
+    def slot_cache(self, document: CompressedDocument) -> PrefixCache:
+        """The decoder's cache over `[BOS] + slots`, computed on first use and kept on the document."""
+        key = (self.backbone.identity, str(self.backbone.device), self.backbone.dtype)
+        if document.decoder_cache is None or document.decoder_cache[0] != key:
+            document.decoder_cache = (key, prefill(self.backbone, document.prefix().to(self.backbone.device)))
+        return document.decoder_cache[1]
+
     @torch.no_grad()
     def ask(
         self,
@@ -155,11 +162,18 @@ class Reader:
         *,
         max_new_tokens: int = 20,
         batch_size: int = 16,
+        use_cache: bool = True,
     ) -> list[str]:
-        """Answer each question from the document's slots (a text is compressed first)."""
+        """Answer each question from the document's slots (a text is compressed first).
+
+        With `use_cache` the decoder reads `[BOS] + slots` once per document and every question
+        only prefills itself; without, each batch re-reads the slots (same answers, slower).
+        """
         if isinstance(document, str):
             document = self.compress(document)
         self._check_document(document)
+        if use_cache:
+            return self._answer_cached(self.slot_cache(document), questions, max_new_tokens, batch_size)
         prefix = document.prefix().to(self.backbone.device)
         return self._answer([prefix], questions, max_new_tokens, batch_size)
 
@@ -171,8 +185,13 @@ class Reader:
         *,
         max_new_tokens: int = 20,
         batch_size: int = 16,
+        use_cache: bool = True,
     ) -> list[str]:
-        """Answer from the uncompressed context (the zero-shot upper bound), for comparison."""
+        """Answer from the uncompressed context (the zero-shot upper bound), for comparison.
+
+        With `use_cache` the context's key/value cache is computed once for all questions
+        (prefix caching), as a serving system would.
+        """
         ids = self.backbone.tokenize(text) if isinstance(text, str) and text.strip() else []
         if not ids:
             raise InputError("the context is empty (nothing but whitespace)")
@@ -183,16 +202,29 @@ class Reader:
                 f"the decoder's {positions} positions (compress it instead)"
             )
         prefix = self.backbone.embed(torch.tensor(ids, device=self.backbone.device))
+        if use_cache:
+            return self._answer_cached(prefill(self.backbone, prefix), questions, max_new_tokens, batch_size)
         return self._answer([prefix], questions, max_new_tokens, batch_size)
 
-    def _answer(self, prefixes, questions, max_new_tokens, batch_size) -> list[str]:
+    def _prompts(self, questions) -> list[list[int]]:
         questions = [questions] if isinstance(questions, str) else list(questions)
         if not questions:
             raise InputError("no question was given")
-        prompts = [self.prompt_ids(q) for q in questions]
+        return [self.prompt_ids(q) for q in questions]
+
+    def _answer(self, prefixes, questions, max_new_tokens, batch_size) -> list[str]:
+        prompts = self._prompts(questions)
         answers: list[str] = []
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             raw = greedy_answers(self.backbone, prefixes * len(chunk), chunk, max_new_tokens)
+            answers.extend(postprocess_answer(text) for text in raw)
+        return answers
+
+    def _answer_cached(self, cache: PrefixCache, questions, max_new_tokens, batch_size) -> list[str]:
+        prompts = self._prompts(questions)
+        answers: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            raw = cached_answers(self.backbone, cache, prompts[start : start + batch_size], max_new_tokens)
             answers.extend(postprocess_answer(text) for text in raw)
         return answers

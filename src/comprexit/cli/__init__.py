@@ -9,9 +9,9 @@ import sys
 import warnings
 
 from ..errors import ComprexitError
-from . import ask, compress, eval, info, summarize, table, train
+from . import ask, bench, compress, eval, info, summarize, table, train
 
-COMMANDS = [ask, compress, info, eval, table, train, summarize]
+COMMANDS = [ask, compress, info, eval, table, train, summarize, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

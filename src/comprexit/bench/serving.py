@@ -1,0 +1,118 @@
+"""Many questions over one document: what each way of serving them costs per question, and in memory.
+
+(a) full context: every batch of questions re-reads the whole document (prefill each time);
+(b) prefix caching: the document's key/value cache is computed once and reused (the strong
+    baseline a serving system would use);
+(c) ComprExIT: the document is compressed once, the decoder's cache over `[BOS] + slots` is
+    computed once, and each question only prefills itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..decoding import build_decoder_batch, cached_answers, prefill
+from ..reader import Reader
+from .compression import random_contexts
+from .timing import median_seconds
+
+QUESTIONS = [
+    "Who designed the tower?",
+    "When was the station connected to the grid?",
+    "What did the keepers wind every four hours?",
+    "How far away can the light be seen on a clear night?",
+    "What pattern do the flashes make?",
+    "Where was the lens made?",
+    "Who was the last keeper?",
+    "What do the cottages house today?",
+]
+
+
+def _questions(count: int) -> list[str]:
+    return [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
+
+
+def serving_costs(reader: Reader, context_tokens: int, batch: int, new_tokens: int, repeats: int = 3) -> dict:
+    """Per-question latency of (a), (b), (c) for one batch of `batch` questions, and one-time costs."""
+    backbone, device = reader.backbone, reader.backbone.device
+    context = random_contexts(backbone, context_tokens, 1, seed=context_tokens)[0]
+    prompts = [reader.prompt_ids(q) for q in _questions(batch)]
+    full = backbone.embed(torch.tensor(context, device=device))
+    row: dict = {"context_tokens": context_tokens, "batch": batch, "new_tokens": new_tokens}
+    decode = dict(max_new_tokens=new_tokens, force_new_tokens=True)
+
+    def full_context():
+        _full_batch(backbone, full, prompts, new_tokens)
+
+    row["a_full_context_batch_seconds"] = median_seconds(full_context, device, repeats)
+
+    context_cache = prefill(backbone, full)
+    row["b_prefill_seconds"] = median_seconds(lambda: prefill(backbone, full), device, repeats)
+    row["b_prefix_cache_batch_seconds"] = median_seconds(
+        lambda: cached_answers(backbone, context_cache, prompts, **decode), device, repeats
+    )
+
+    document = reader.compress_ids(context)
+    row["c_compress_seconds"] = median_seconds(lambda: reader.compress_ids(context), device, repeats)
+    slots = document.prefix().to(device)
+    slot_cache = prefill(backbone, slots)
+    row["c_slot_prefill_seconds"] = median_seconds(lambda: prefill(backbone, slots), device, repeats)
+    row["c_slots_batch_seconds"] = median_seconds(
+        lambda: cached_answers(backbone, slot_cache, prompts, **decode), device, repeats
+    )
+    row["slots"] = document.num_slots
+    for key in ("a_full_context", "b_prefix_cache", "c_slots"):
+        seconds = row[f"{key}_batch_seconds"]
+        row[f"{key}_seconds_per_question"] = seconds / batch
+        row[f"{key}_questions_per_second"] = batch / seconds
+    row["speedup_c_over_a"] = row["a_full_context_batch_seconds"] / row["c_slots_batch_seconds"]
+    row["speedup_c_over_b"] = row["b_prefix_cache_batch_seconds"] / row["c_slots_batch_seconds"]
+    row["memory"] = document_memory(reader, context_cache, slot_cache, document)
+    return row
+
+
+def _full_batch(backbone, full, prompts, new_tokens):
+    """(a) with exactly `new_tokens` per row, through the same left-padded path as evaluation."""
+    batch = build_decoder_batch(backbone, [full] * len(prompts), prompts)
+    backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=new_tokens, force_new_tokens=True)
+
+
+def document_memory(reader: Reader, context_cache, slot_cache, document) -> dict:
+    """Bytes a document occupies when kept for later questions, by what is kept."""
+    backbone = reader.backbone
+    b = context_cache.nbytes_by_layer_type(backbone)
+    c = slot_cache.nbytes_by_layer_type(backbone)
+    element = torch.tensor([], dtype=backbone.dtype).element_size()
+    slots_bytes = document.num_slots * backbone.hidden_size * element
+    return {
+        "b_kv_cache_bytes": sum(b.values()),
+        "b_kv_cache_bytes_by_layer_type": b,
+        "c_slots_bytes": slots_bytes,
+        "c_slot_cache_bytes": sum(c.values()),
+        "c_slot_cache_bytes_by_layer_type": c,
+        "kv_cache_over_slots": sum(b.values()) / slots_bytes,
+        "kv_cache_over_slot_cache": sum(b.values()) / sum(c.values()),
+        "dtype": str(backbone.dtype).replace("torch.", ""),
+    }
+
+
+def interactive_ask(reader: Reader, text: str, questions: list[str]) -> dict:
+    """What a user of `comprexit ask` waits for: compress once, then one question at a time."""
+    import time
+
+    start = time.perf_counter()
+    document = reader.compress(text)
+    compress_seconds = time.perf_counter() - start
+    per_question = []
+    for question in questions:
+        start = time.perf_counter()
+        reader.ask(document, [question])
+        per_question.append(time.perf_counter() - start)
+    return {
+        "context_tokens": document.context_tokens,
+        "slots": document.num_slots,
+        "compress_seconds": compress_seconds,
+        "question_seconds": per_question,
+        "first_question_seconds": per_question[0],
+        "later_question_seconds_median": sorted(per_question[1:])[len(per_question[1:]) // 2] if len(per_question) > 1 else None,
+    }

@@ -1,0 +1,51 @@
+"""`comprexit bench`: compression cost and per-question serving cost, written to results files."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from .common import add_backbone_options, add_compressor_option
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("bench", help="measure compression cost and serving speed and memory")
+    parser.add_argument("--output", "-o", required=True, help="results JSON (.md and .png are written beside it)")
+    parser.add_argument("--compress-sizes", default="512x32,2048x8,8192x2", help="TOKENSxCONTEXTS,...")
+    parser.add_argument("--serve-lengths", default="512,2048,8192", help="context tokens, comma-separated")
+    parser.add_argument("--batch", type=int, default=8, help="questions per batch")
+    parser.add_argument("--new-tokens", default="20,128", help="generated tokens per question, comma-separated")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ask-tokens", type=int, default=2000, help="document size of the interactive-ask timing (0: skip)")
+    parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
+    add_compressor_option(parser)
+    add_backbone_options(parser)
+    parser.set_defaults(run=run)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backbone import Backbone
+    from ..bench.runner import BenchSettings, run_bench, write_bench
+    from ..errors import InputError
+    from ..reader import Reader, UntrainedCompressorWarning
+
+    try:
+        sizes = [tuple(int(v) for v in item.lower().split("x")) for item in args.compress_sizes.split(",")]
+        settings = BenchSettings(
+            compress_sizes=[(t, c) for t, c in sizes], serve_lengths=_ints(args.serve_lengths), batch=args.batch,
+            new_tokens=_ints(args.new_tokens), repeats=args.repeats, ask_document_tokens=args.ask_tokens or None,
+        )
+    except ValueError as error:
+        raise InputError(f"bad size list: {error}") from error
+    backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedCompressorWarning)  # speed does not depend on the weights
+        reader = Reader.load(args.compressor, backbone)
+    results = run_bench(reader, settings, progress=lambda line: print(line, flush=True))
+    for path in write_bench(results, args.output):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,39 @@
+"""`comprexit bench` on a tiny random backbone at toy sizes writes a well-formed results file."""
+
+import json
+
+from comprexit.cli import main
+
+from tiny import save_tiny_backbone
+
+
+def test_bench_writes_results_markdown_and_plot(tmp_path, capsys):
+    backbone = save_tiny_backbone("llama", tmp_path / "m")
+    out = tmp_path / "bench" / "tiny.json"
+    code = main([
+        "bench", "--backbone", str(backbone), "--device", "cpu", "--compress-sizes", "64x2,160x1",
+        "--serve-lengths", "64,200", "--new-tokens", "3,5", "--batch", "2", "--repeats", "1", "--ask-tokens", "80",
+        "-o", str(out),
+    ])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert [(r["tokens"], r["contexts"]) for r in results["compression"]] == [(64, 2), (160, 1)]
+    for row in results["compression"]:
+        assert row["encoder_seconds"] > 0 and row["compress_seconds"] > 0
+        assert set(row["parts_seconds"]) >= {"depth_mixing", "sinkhorn", "width_other", "projector"}
+    assert len(results["serving"]) == 4
+    for row in results["serving"]:
+        assert row["slots"] == -(-row["context_tokens"] // 4)
+        for key in ("a_full_context", "b_prefix_cache", "c_slots"):
+            assert row[f"{key}_seconds_per_question"] > 0
+        memory = row["memory"]
+        assert memory["b_kv_cache_bytes"] > memory["c_slot_cache_bytes"] > 0
+        assert memory["c_slots_bytes"] == row["slots"] * 32 * 4  # hidden 32, float32
+    assert results["interactive_ask"]["context_tokens"] == 80
+    assert results["environment"]["commit"] and results["backbone"]["attention"] == "sdpa"
+    assert "## Compression cost" in out.with_suffix(".md").read_text() and out.with_suffix(".png").is_file()
+
+
+def test_bench_refuses_bad_size_lists(tmp_path, capsys):
+    code = main(["bench", "--compress-sizes", "512by32", "-o", str(tmp_path / "x.json")])
+    assert code == 2 and "bad size list" in capsys.readouterr().err
