@@ -6,9 +6,11 @@ token sits at the end, which batched greedy decoding needs.
 For many questions over one document, `prefill` computes the decoder's key/value cache of
 `[BOS] + prefix` once and `cached_answers` reuses it, so each question only prefills itself.
 There the padding of a batch sits between the cached prefix and the prompts. Positions stay
-contiguous, but a sliding-window layer (Gemma-3: 512 positions) would also count those pad
-slots once a sequence outgrows its window; in that case prompts are batched by length, so
-no padding is needed and the answers equal those of the left-padded path.
+contiguous, but a sliding-window layer (Gemma-3: 512 positions) also counts those pad slots
+once a sequence outgrows its window, so its window holds a few real tokens fewer. With
+`exact=True` (the default) prompts are then batched by length, so that no padding is needed
+and the answers equal those of the left-padded path; `exact=False` batches them all, as a
+throughput-minded server would.
 """
 
 from __future__ import annotations
@@ -113,11 +115,12 @@ def cached_answers(
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int = 20,
     force_new_tokens: bool = False,
+    exact: bool = True,
 ) -> list[str]:
     """Greedy continuations of `cached prefix + prompt_i`; the cache itself is left untouched."""
     window = getattr(backbone.config, "sliding_window", None)
     longest = cache.length + max(len(p) for p in prompts) + max_new_tokens
-    if window and longest > window and len({len(p) for p in prompts}) > 1:
+    if exact and window and longest > window and len({len(p) for p in prompts}) > 1:
         answers: dict[int, str] = {}
         for length in sorted({len(p) for p in prompts}):
             rows = [i for i, p in enumerate(prompts) if len(p) == length]

@@ -90,6 +90,9 @@ def bench_markdown(results: dict) -> str:
         "",
         "## Serving many questions over one document (per question, batch of questions)",
         "",
+        "Each batch decodes exactly the stated number of new tokens (EOS suppressed). (b) and (c) reuse a cache "
+        "computed once per document and batch every question (pads between the cached prefix and the prompts).",
+        "",
         "| context tokens | new tokens | (a) full context | (b) prefix cache | (c) ComprExIT slots | (c) vs (a) | (c) vs (b) "
         "| one-time: (b) prefill, (c) compress + slot prefill |",
         "|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -39,7 +39,8 @@ def serving_costs(reader: Reader, context_tokens: int, batch: int, new_tokens: i
     prompts = [reader.prompt_ids(q) for q in _questions(batch)]
     full = backbone.embed(torch.tensor(context, device=device))
     row: dict = {"context_tokens": context_tokens, "batch": batch, "new_tokens": new_tokens}
-    decode = dict(max_new_tokens=new_tokens, force_new_tokens=True)
+    # a server batches every question, pads and all (decoding.py explains the sliding-window nuance)
+    decode = dict(max_new_tokens=new_tokens, force_new_tokens=True, exact=False)
 
     def full_context():
         _full_batch(backbone, full, prompts, new_tokens)

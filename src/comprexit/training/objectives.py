@@ -13,6 +13,7 @@ states do not depend on what follows.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -22,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..backbone import Backbone
+from ..errors import ConfigError
 from .data import Example
 
 LOGIT_CHUNK = 2048  # rows of vocabulary logits alive at once (262k-word vocabularies are large)
@@ -34,8 +36,6 @@ class LossWeights:
     ae: float = 0.0
 
     def __post_init__(self) -> None:
-        from ..errors import ConfigError
-
         for name in ("ce", "kl", "ae"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -74,8 +74,6 @@ class Timer:
     def mark(self, name: str | None, device: torch.device) -> None:
         if not self.enabled:
             return
-        import time
-
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
