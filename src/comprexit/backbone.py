@@ -229,10 +229,12 @@ class Backbone:
             seq = bos + list(context)
             ids[row, : len(seq)] = torch.tensor(seq)
             attention[row, : len(seq)] = 1
-        # the base model skips the LM head: logits over a large vocabulary would cost more than the pass
+        # The base model skips the LM head (logits over a large vocabulary would cost more than
+        # the pass). Without padding no mask is passed, so attention can take its causal fast path.
+        padded = len({len(c) for c in contexts}) > 1
         out = self.model.base_model(
             input_ids=ids.to(self.device),
-            attention_mask=attention.to(self.device),
+            attention_mask=attention.to(self.device) if padded else None,
             output_hidden_states=True,
             use_cache=False,
         )
