@@ -105,6 +105,12 @@ step_eval() {  # the selected compressor on the four eval files
   pack eval eval
 }
 
+step_bench() {  # issue 7: compression cost and serving speed/memory on the GPU (bf16, sdpa)
+  quiet $RUNS/bench.log $CX bench --compressor "${BENCH_COMPRESSOR:-results/training/2026-11-23-h100/sft_kl/best}" \
+    -o $RUNS/bench/gpu.json
+  pack bench bench bench.log
+}
+
 step_paper() {  # the paper's recipe end to end: 1 NTP epoch, 1 SFT epoch, evaluated the same way
   quiet $RUNS/paper_ntp.log $CX train ntp --preset paper --data $NTP_FILE --output-dir $RUNS/paper_ntp \
     --batch-size 32 --eval-every 200 --save-every 100000 --log-every 20
