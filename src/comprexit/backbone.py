@@ -211,6 +211,16 @@ class Backbone:
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
 
+    def right_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask) of token rows padded on the right, on the model's device."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, : len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
     # ------------------------------------------------------------------ encoder pass
     @torch.no_grad()
     def encode(self, contexts: Sequence[Sequence[int]]) -> EncodedContexts:
@@ -222,25 +232,19 @@ class Backbone:
         if not contexts or any(len(c) == 0 for c in contexts):
             raise InputError("cannot encode an empty context")
         bos = self.bos_ids
-        width = max(len(c) for c in contexts) + len(bos)
-        ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(contexts), width), dtype=torch.long)
-        for row, context in enumerate(contexts):
-            seq = bos + list(context)
-            ids[row, : len(seq)] = torch.tensor(seq)
-            attention[row, : len(seq)] = 1
+        ids, attention = self.right_padded([bos + list(c) for c in contexts])
         # The base model skips the LM head (logits over a large vocabulary would cost more than
         # the pass). Without padding no mask is passed, so attention can take its causal fast path.
         padded = len({len(c) for c in contexts}) > 1
         out = self.model.base_model(
-            input_ids=ids.to(self.device),
-            attention_mask=attention.to(self.device) if padded else None,
+            input_ids=ids,
+            attention_mask=attention if padded else None,
             output_hidden_states=True,
             use_cache=False,
         )
         start = len(bos)
         hidden = torch.stack([h[:, start:] for h in out.hidden_states], dim=2)
-        return EncodedContexts(hidden_states=hidden, mask=attention[:, start:].bool().to(self.device))
+        return EncodedContexts(hidden_states=hidden, mask=attention[:, start:].bool())
 
     # ------------------------------------------------------------------ decoder side
     @torch.no_grad()

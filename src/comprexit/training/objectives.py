@@ -82,16 +82,6 @@ class Timer:
         self._last = now
 
 
-def _right_padded(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _scored(examples: Sequence[Example], offsets: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rows, positions predicting each scored target, the target ids) for sequences `prefix + targets`.
 
@@ -161,7 +151,7 @@ def decoder_hidden(
     nb = len(bos)
     counts = [int(n) for n in prefix_lengths] if prefix is not None else [0] * batch
     longest = max(len(t) for t in targets)
-    ids, _ = _right_padded([list(t) for t in targets], backbone.pad_token_id, device)
+    ids, _ = backbone.right_padded(targets)
     target_embeds = backbone.embed(ids)  # (batch, longest, hidden)
     parts = [backbone.embed(torch.tensor(bos, dtype=torch.long, device=device)).expand(batch, nb, hidden)]
     if prefix is not None:
@@ -202,7 +192,7 @@ def batch_losses(
 
     # one frozen pass: the compressor's inputs and, when distilling, the teacher's states
     sequences = [backbone.bos_ids + list(e.context) + (list(e.targets) if need_teacher else []) for e in examples]
-    ids, attention = _right_padded(sequences, backbone.pad_token_id, device)
+    ids, attention = backbone.right_padded(sequences)
     with torch.no_grad():
         out = backbone.model.base_model(input_ids=ids, attention_mask=attention, output_hidden_states=True, use_cache=False)
     longest = max(len(e.context) for e in examples)
@@ -255,7 +245,7 @@ def reference_losses(backbone: Backbone, examples: Sequence[Example], batch_size
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
         sequences = [backbone.bos_ids + list(e.context) + list(e.targets) for e in batch]
-        ids, attention = _right_padded(sequences, backbone.pad_token_id, backbone.device)
+        ids, attention = backbone.right_padded(sequences)
         final = backbone.model.base_model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
         rows, pos, labels = _scored(batch, [nb + len(e.context) for e in batch])
         ce, _ = token_losses(backbone, final[rows.to(final.device), pos.to(final.device)], labels.to(final.device))
