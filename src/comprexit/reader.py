@@ -178,20 +178,8 @@ class Reader:
         return self._answer([prefix], questions, max_new_tokens, batch_size)
 
     @torch.no_grad()
-    def ask_full_context(
-        self,
-        text: str,
-        questions: str | Sequence[str],
-        *,
-        max_new_tokens: int = 20,
-        batch_size: int = 16,
-        use_cache: bool = True,
-    ) -> list[str]:
-        """Answer from the uncompressed context (the zero-shot upper bound), for comparison.
-
-        With `use_cache` the context's key/value cache is computed once for all questions
-        (prefix caching), as a serving system would.
-        """
+    def full_context_ids(self, text: str) -> list[int]:
+        """Token ids of a document read uncompressed, refusing empty ones and ones the decoder cannot hold."""
         ids = self.backbone.tokenize(text) if isinstance(text, str) and text.strip() else []
         if not ids:
             raise InputError("the context is empty (nothing but whitespace)")
@@ -201,6 +189,24 @@ class Reader:
                 f"the context has {len(ids)} tokens; read in full, at most {positions - PROMPT_RESERVE} fit "
                 f"the decoder's {positions} positions (compress it instead)"
             )
+        return ids
+
+    def ask_full_context(
+        self,
+        text: str | Sequence[int],
+        questions: str | Sequence[str],
+        *,
+        max_new_tokens: int = 20,
+        batch_size: int = 16,
+        use_cache: bool = True,
+    ) -> list[str]:
+        """Answer from the uncompressed context (the zero-shot upper bound), for comparison.
+
+        `text` may also be the ids `full_context_ids` returned. With `use_cache` the context's
+        key/value cache is computed once for all questions (prefix caching), as a serving
+        system would.
+        """
+        ids = self.full_context_ids(text) if isinstance(text, str) else list(text)
         prefix = self.backbone.embed(torch.tensor(ids, device=self.backbone.device))
         if use_cache:
             return self._answer_cached(prefill(self.backbone, prefix), questions, max_new_tokens, batch_size)

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     document = CompressedDocument.load(args.compressed) if args.compressed else None
     reader = load_reader(args)
     if args.full_context:
-        ids = reader.context_ids(text)
+        ids = reader.full_context_ids(text)
         start = time.perf_counter()
-        answers = reader.ask_full_context(text, args.questions, max_new_tokens=args.max_new_tokens)
+        answers = reader.ask_full_context(ids, args.questions, max_new_tokens=args.max_new_tokens)
         print(f"context: {len(ids)} tokens read in full; answered in {time.perf_counter() - start:.2f} s")
     else:
         if document is None:
