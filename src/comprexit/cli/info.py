@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
+    from ..evaluation.report import environment
     from ..reader import Reader, UntrainedCompressorWarning
 
     with warnings.catch_warnings():
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         "compressor_config": reader.compressor.config.to_dict(),
         "compressor_parameters": compressor_params,
         "share_of_backbone_percent": round(100 * compressor_params / backbone_params, 3),
+        "environment": environment(reader.backbone.device),
     }
     if args.json:
         print(json.dumps(report, indent=2))
