@@ -97,6 +97,7 @@ def plain_reference(model: ComprExIT, hidden, mask):
         for start in range(0, tokens, W):
             A = anchors[b, start : start + W]
             m = mask[b, start : start + W]
+            E = hidden[b, start : start + W, 0][m]  # the tokens' input embeddings, for the embedding skip
             A, m = A[m], None
             n = len(A)
             if n == 0:
@@ -117,22 +118,43 @@ def plain_reference(model: ComprExIT, hidden, mask):
             G = width.value(width.value_norm(A))
             Z = plan.T @ G * len(R)
             Z = model.projector(Z)
+            if config.embedding_skip:
+                Z = Z + plan.T @ E * len(R)
             slots.extend(list(Z) + [torch.zeros(anchors.shape[-1])] * (K - len(R)))
         rows.append(torch.stack(slots))
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("normalize", [True, False])
-def test_optimised_compressor_equals_plain_reference(normalize):
+@pytest.mark.parametrize("normalize,skip", [(True, False), (False, False), (True, True)])
+def test_optimised_compressor_equals_plain_reference(normalize, skip):
     """Tolerance 1e-4 relative: float32 arithmetic in a different order plus float64 Sinkhorn."""
-    model = make(ComprExITConfig(window=32, normalize_layers=normalize))
+    model = make(ComprExITConfig(window=32, normalize_layers=normalize, embedding_skip=skip))
+    with torch.no_grad():  # the skip's zero-initialised output layer would hide the projector
+        model.projector.net[2].weight.normal_(0, 0.05)
     hidden, mask = inputs(batch=2, tokens=70, lengths=[70, 41])
+    if skip:
+        hidden[:, :, 0] = hidden[:, :, 0] / hidden[:, :, 0].norm(dim=-1, keepdim=True) * 5
     if not normalize:
         hidden = hidden / hidden.norm(dim=-1, keepdim=True)  # raw Gemma-scale states overflow the plain form
     fast = model(hidden, mask).slots
     with torch.no_grad():
         ref = plain_reference(model, hidden, mask)
     assert (fast - ref).norm() / ref.norm() < 1e-4
+
+
+def test_untrained_embedding_skip_emits_plan_weighted_token_embeddings():
+    """With the skip, a fresh compressor hands the decoder pooled input embeddings it can already read."""
+    model = make(ComprExITConfig(window=32, embedding_skip=True))
+    hidden, mask = inputs(batch=1, tokens=32, lengths=[32])
+    out = model(hidden, mask)
+    anchors, _ = model.depth(hidden, mask)
+    _, _, plan, _ = model.width(anchors, mask)
+    expected = plan[0, 0].T @ hidden[0, :, 0] * model.config.slots_per_window
+    torch.testing.assert_close(out.slots[0], expected, rtol=1e-4, atol=1e-4)
+    assert model.projector.net[2].weight.abs().sum() == 0
+    out.slots.pow(2).sum().backward()
+    assert model.projector.net[2].weight.grad.abs().sum() > 0
+    assert model.width.metric.weight.grad.abs().sum() > 0  # the plan learns through the skip from step one
 
 
 def test_single_layer_selection_and_range_check():

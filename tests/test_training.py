@@ -174,3 +174,15 @@ def test_vectorised_decoder_inputs_match_row_by_row_assembly(tiny):
                                       torch.arange(len(embeds[0]))[None])
             assert offsets[row] == len(embeds[0]) - len(targets[row])
             torch.testing.assert_close(hidden[row, : len(embeds[0])], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_runs_cut_at_different_steps_compare_at_their_last_common_validation():
+    from comprexit.training.summary import common_validation_step, validation_at
+
+    runs = [
+        {"validations": [{"step": 50, "ce": 3.9}, {"step": 100, "ce": 3.8}, {"step": 150, "ce": 3.7}]},
+        {"validations": [{"step": 50, "ce": 3.95}, {"step": 100, "ce": 3.85}]},
+    ]
+    assert common_validation_step(runs) == 100
+    assert validation_at(runs[0], 100)["ce"] == 3.8
+    assert common_validation_step([{"validations": []}]) is None

@@ -60,66 +60,94 @@ quiet() {  # quiet LOG COMMAND...: full log to a file, the last lines to the rep
   { grep -v "it/s\]" "$log" || true; } | tail -4
 }
 
-ntp() {  # ntp NAME [train options]: a short NTP run of the sweep
+ntp() {  # ntp NAME [train options]: a short NTP run of the sweep (runs side by side; packed by step_levers)
   local name=$1; shift
-  quiet $RUNS/sweep/$name.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/sweep/$name --batch-size 32 \
-    --eval-every 100 --save-every 100000 --log-every 10 --val-examples 256 --profile-steps 20 "$@"
-  PACK_WEIGHTS=0 pack sweep sweep
+  OMP_NUM_THREADS=1 quiet $RUNS/sweep/$name.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/sweep/$name \
+    --batch-size 32 --eval-every 50 --save-every 100000 --log-every 10 --val-examples 256 --profile-steps 20 \
+    --max-minutes "${LEVER_MINUTES:-4}" "$@"
 }
 
-# One NTP lever at a time on top of lr 5e-4, 300 steps x 32 each, against the paper preset.
-# LEVERS selects a subset (default: all), e.g. LEVERS="scale ae" bash scripts/device/session.sh levers
-lever_paper()  { ntp a_paper --preset paper --max-steps 300; }
-lever_lr()     { ntp b_lr5e-4 --preset paper --max-steps 300 --lr 5e-4; }
-lever_scale()  { ntp c_slot_scale --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}'; }
-lever_kl()     { ntp d_kl --preset paper --max-steps 300 --lr 5e-4 --kl-weight 1; }
-lever_ae()     { ntp e_ae --preset paper --max-steps 300 --lr 5e-4 --ae-weight 0.5; }
-lever_qa()     { ntp f_qa_text --preset paper --max-steps 300 --lr 5e-4 --extra-ntp $SFT_FILES; }
-lever_nonorm() { ntp g_no_layer_norm --preset paper --max-steps 300 --lr 5e-4 --compressor-config '{"normalize_layers": false}'; }
+# One NTP lever at a time against the paper preset, LEVER_STEPS x 32 each, all side by side on
+# the one GPU (a 270M backbone leaves it mostly idle in one process). Runs that the time limit
+# cuts compare at the last validation step all of them reached (`comprexit summarize`).
+# LEVERS selects a subset (default: all), e.g. LEVERS="skip skip_kl" bash scripts/device/session.sh levers
+SKIP='{"embedding_skip": true}'
+lever_paper()    { ntp a_paper --preset paper --max-steps "${LEVER_STEPS:-300}"; }
+lever_lr()       { ntp b_lr5e-4 --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4; }
+lever_scale()    { ntp c_slot_scale --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --compressor-config '{"slot_scale": "embedding"}'; }
+lever_kl()       { ntp d_kl --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1; }
+lever_ae()       { ntp e_ae --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --ae-weight 0.5; }
+lever_qa()       { ntp f_qa_text --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --extra-ntp $SFT_FILES; }
+lever_nonorm()   { ntp g_no_layer_norm --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --compressor-config '{"normalize_layers": false}'; }
+lever_skip()     { ntp h_skip --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --compressor-config "$SKIP"; }
+lever_skip_kl()  { ntp i_skip_kl --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP"; }
+lever_skip_kl_ae() { ntp j_skip_kl_ae --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1 --ae-weight 0.5 --compressor-config "$SKIP"; }
 
 step_levers() {
-  for lever in ${LEVERS:-paper lr scale kl ae qa nonorm}; do "lever_$lever"; done
-  $CX summarize $RUNS/sweep/*/ --title "NTP levers, 300 steps x 32 (Gemma-3-270M, 4x)" -o $RUNS/sweep/summary.json | tail -14
+  for lever in ${LEVERS:-paper lr scale kl ae nonorm skip skip_kl skip_kl_ae}; do "lever_$lever" & sleep 3; done
+  wait
+  nvidia-smi --query-gpu=memory.used --format=csv
+  $CX summarize $RUNS/sweep/*/ --title "NTP levers side by side on one GPU (Gemma-3-270M, 4x, batch 32)" \
+    -o $RUNS/sweep/summary.json | tail -14
   PACK_WEIGHTS=0 pack sweep sweep
 }
 
-step_long() {  # the best sweep recipe, sized to MINUTES of training
+ntp_long() {  # the best sweep recipe plus the QA contexts as extra NTP text, sized to MINUTES of training
   local args
-  args=$(python3 scripts/device/plan.py $RUNS/sweep --minutes "${MINUTES:-4}")
+  args=$(python3 scripts/device/plan.py $RUNS/sweep --minutes "${MINUTES:-4}" --examples-per-second "${EPS:-120}")
   echo "long NTP run: $args"
+  case "$args" in *--extra-ntp*) ;; *) args="$args --extra-ntp $SFT_FILES" ;; esac
   eval quiet $RUNS/ntp_long.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/ntp_long --batch-size 32 \
-    --eval-every 250 --save-every 500 --log-every 20 $args
-  pack ntp_long ntp_long/{final,metrics.jsonl,curves.png,train_config.json,bounds.json} ntp_long.log
+    --eval-every 100 --save-every 100000 --log-every 20 --max-minutes "$(( ${MINUTES:-4} + 1 ))" $args
+  pack ntp_long ntp_long/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} ntp_long.log
 }
 
-step_sft() {  # QA fine-tuning from the long NTP run
-  quiet $RUNS/sft.log $CX train sft --data $SFT_FILES --init $RUNS/ntp_long/final --output-dir $RUNS/sft \
-    --batch-size 32 --epochs "${SFT_EPOCHS:-3}" --eval-every 100 --save-every 100000 --log-every 20 \
-    --kl-weight "${SFT_KL:-0.5}"
+sft() {  # sft NAME INIT [train options]: QA fine-tuning from a compressor folder
+  local name=$1 init=$2; shift 2
+  quiet $RUNS/$name.log $CX train sft --data $SFT_FILES --init "$init" --output-dir $RUNS/$name \
+    --batch-size 32 --eval-every 150 --save-every 100000 --log-every 20 "$@"
+}
+
+evaluate() {  # evaluate NAME WEIGHTS LABEL: the four eval files, first 1000 questions each
+  $CX eval --method comprexit --weights "$2" --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
+    --label "$3" --output $RUNS/eval/$1.json | tail -3
+}
+
+step_final_ntp() { ntp_long; }
+
+step_final_sft() {  # QA fine-tuning from the long NTP run (its validation-selected checkpoint)
+  sft sft $RUNS/ntp_long/best --preset extended --epochs "${SFT_EPOCHS:-2}"
   pack sft sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} sft.log
 }
 
-step_eval() {  # the selected compressor on the four eval files
-  $CX eval --method comprexit --weights $RUNS/sft/best --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
-    --label "ComprExIT (extended recipe)" --output $RUNS/eval/comprexit.json
+step_final_eval() {
+  evaluate comprexit $RUNS/sft/best "ComprExIT (extended recipe)"
   pack eval eval
 }
 
+step_paper() {  # the paper's recipe end to end: 1 NTP epoch, 1 SFT epoch (no evaluation; see paper_eval)
+  quiet $RUNS/paper_ntp.log $CX train ntp --preset paper --data $NTP_FILE --output-dir $RUNS/paper_ntp \
+    --batch-size 32 --eval-every 100 --save-every 100000 --log-every 20
+  sft paper_sft $RUNS/paper_ntp/final --preset paper
+  PACK_WEIGHTS=0 pack paper paper_ntp paper_sft paper_ntp.log paper_sft.log
+}
+
+step_paper_eval() {
+  evaluate comprexit_paper $RUNS/paper_sft/best "ComprExIT (paper recipe)"
+  PACK_WEIGHTS=0 pack paper_eval eval/comprexit_paper.json eval/comprexit_paper.md
+}
+
+step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final_ntp paper"
+  for s in $STEPS; do ( "step_$s" ) & sleep 3; done
+  wait
+}
+
 step_bench() {  # issue 7: compression cost and serving speed/memory on the GPU (bf16, sdpa)
-  quiet $RUNS/bench.log $CX bench --compressor "${BENCH_COMPRESSOR:-results/training/2026-11-23-h100/sft_kl/best}" \
+  quiet $RUNS/bench.log $CX bench --compressor "${BENCH_COMPRESSOR:-$RUNS/sft/best}" \
     -o $RUNS/bench/gpu.json
   pack bench bench bench.log
 }
 
-step_paper() {  # the paper's recipe end to end: 1 NTP epoch, 1 SFT epoch, evaluated the same way
-  quiet $RUNS/paper_ntp.log $CX train ntp --preset paper --data $NTP_FILE --output-dir $RUNS/paper_ntp \
-    --batch-size 32 --eval-every 200 --save-every 100000 --log-every 20
-  quiet $RUNS/paper_sft.log $CX train sft --preset paper --data $SFT_FILES --init $RUNS/paper_ntp/final \
-    --output-dir $RUNS/paper_sft --batch-size 32 --eval-every 100 --save-every 100000 --log-every 20
-  $CX eval --method comprexit --weights $RUNS/paper_sft/best --data $EVAL_FILES --limit 1000 --batch-size 64 \
-    --no-progress --label "ComprExIT (paper recipe)" --output $RUNS/eval/comprexit_paper.json
-  PACK_WEIGHTS=0 pack paper paper_ntp paper_sft paper_ntp.log paper_sft.log eval/comprexit_paper.json eval/comprexit_paper.md
-}
 
 for step in "$@"; do
   echo "=== $step $(date -u +%H:%M:%S)"

@@ -74,7 +74,7 @@ class ComprExIT(nn.Module):
             config.capacity_floor,
             make_allocation(config.allocation, config.sinkhorn_epsilon, config.sinkhorn_iterations),
         )
-        self.projector = Projector(hidden, config.projector_init_gain)
+        self.projector = Projector(hidden, config.projector_init_gain, zero_output=config.embedding_skip)
         self.slot_scale = SlotScale(embedding_rms) if config.slot_scale == "embedding" else nn.Identity()
 
     @classmethod
@@ -86,13 +86,18 @@ class ComprExIT(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> Slots:
         """hidden_states: (batch, tokens, L+1, hidden), mask: (batch, tokens) bool -> Slots."""
+        # hidden state 0 is what the decoder reads as input embeddings (Gemma: already scaled by sqrt(H))
+        token_embeddings = hidden_states[:, :, 0] if self.config.embedding_skip else None
         if self.state_indices != list(range(hidden_states.shape[2])):
             hidden_states = hidden_states[:, :, self.state_indices]
         if not _autocast_on(hidden_states.device):
             hidden_states = hidden_states.to(self.projector.net[0].weight.dtype)
         anchors, _ = self.depth(hidden_states, mask)
-        slots, slot_mask, _ = self.width(anchors, mask)
-        slots = self.slot_scale(self.projector(slots)) * slot_mask.unsqueeze(-1)
+        slots, slot_mask, _, pooled_embeddings = self.width(anchors, mask, passengers=token_embeddings)
+        slots = self.projector(slots)
+        if pooled_embeddings is not None:
+            slots = slots + pooled_embeddings
+        slots = self.slot_scale(slots) * slot_mask.unsqueeze(-1)
         return Slots(slots=slots, mask=slot_mask)
 
     def compress(self, encoded: "EncodedContexts") -> Slots:

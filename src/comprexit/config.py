@@ -43,6 +43,14 @@ class ComprExITConfig:
             "initialised to the RMS of the decoder's input embeddings"
         },
     )
+    embedding_skip: bool = field(
+        default=False,
+        metadata={
+            "help": "add to each slot the plan-weighted mean of its tokens' input embeddings, and start the "
+            "projector's output layer at zero, so that an untrained compressor emits pooled token embeddings, "
+            "which the frozen decoder already reads"
+        },
+    )
     layers: tuple[int, ...] | None = field(
         default=None,
         metadata={"help": "hidden-state indices to read (0 = embeddings); None reads all L+1 (the method)"},
@@ -76,6 +84,8 @@ class ComprExITConfig:
             yield f"ratio ({self.ratio}) cannot exceed window ({self.window})"
         if not isinstance(self.normalize_layers, bool):
             yield f"normalize_layers must be true or false, got {self.normalize_layers!r}"
+        if not isinstance(self.embedding_skip, bool):
+            yield f"embedding_skip must be true or false, got {self.embedding_skip!r}"
         if self.slot_scale not in SLOT_SCALES:
             yield f"slot_scale must be one of {SLOT_SCALES}, got {self.slot_scale!r}"
         if self.allocation not in ALLOCATIONS:

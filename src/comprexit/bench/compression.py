@@ -30,15 +30,17 @@ def compressor_breakdown(backbone: Backbone, compressor: ComprExIT, contexts: li
     with timer.section("encoder_and_stack"):
         encoded = backbone.encode(contexts)
     hidden = encoded.hidden_states
+    token_embeddings = hidden[:, :, 0] if compressor.config.embedding_skip else None
     if compressor.state_indices != list(range(hidden.shape[2])):
         hidden = hidden[:, :, compressor.state_indices]
     with torch.autocast(backbone.device.type, dtype=backbone.dtype, enabled=backbone.dtype != torch.float32):
         with timer.section("depth_mixing"):
             anchors, _ = compressor.depth(hidden, encoded.mask)
         with timer.module(compressor.width.allocation, "sinkhorn"), timer.section("width_total"):
-            slots, _, _ = compressor.width(anchors, encoded.mask)
+            slots, _, _, pooled = compressor.width(anchors, encoded.mask, passengers=token_embeddings)
         with timer.section("projector"):
-            compressor.slot_scale(compressor.projector(slots))
+            projected = compressor.projector(slots)
+            compressor.slot_scale(projected if pooled is None else projected + pooled)
     parts = dict(timer.seconds)
     parts["width_other"] = parts.pop("width_total") - parts.get("sinkhorn", 0.0)
     return parts

@@ -9,12 +9,14 @@ from torch import nn
 class Projector(nn.Module):
     """Linear(H, H) -> GELU -> Linear(H, H), Xavier-uniform (gain 0.4), zero biases, run in float32."""
 
-    def __init__(self, hidden_size: int, init_gain: float):
+    def __init__(self, hidden_size: int, init_gain: float, zero_output: bool = False):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
         for layer in (self.net[0], self.net[2]):
             nn.init.xavier_uniform_(layer.weight, gain=init_gain)
             nn.init.zeros_(layer.bias)
+        if zero_output:  # a residual branch that starts silent and learns what the skip path misses
+            nn.init.zeros_(self.net[2].weight)
 
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=slots.device.type, enabled=False):

@@ -61,11 +61,14 @@ class WidthTransmission(nn.Module):
         mixed = ((1 - self.capacity_floor) * learned + self.capacity_floor * uniform) * valid
         return mixed / mixed.sum(-1, keepdim=True).clamp_min(1e-30)
 
-    def forward(self, anchors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, anchors: torch.Tensor, mask: torch.Tensor, passengers: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """anchors: (batch, tokens, hidden), mask: (batch, tokens) bool.
 
-        Returns slots (batch, slots, hidden) float32, slot_mask (batch, slots) bool and the
-        plan (batch, windows, W, K) float32.
+        Returns slots (batch, slots, hidden) float32, slot_mask (batch, slots) bool, the plan
+        (batch, windows, W, K) float32, and `passengers` (batch, tokens, any) moved into the
+        slots by the same plan (None when not given).
         """
         batch, tokens, hidden = anchors.shape
         windows = -(-tokens // self.window)
@@ -89,11 +92,18 @@ class WidthTransmission(nn.Module):
         col_mass = slot_valid.float() / slot_valid.sum(-1, keepdim=True).clamp_min(1)
         plan = self.allocation(cost, row_mass, col_mass)  # (bw, W, K), columns sum to col_mass
 
-        values = self.value(self.value_norm(anchors)).float()  # W_g LN(A): (bw, W, hidden)
-        slots = plan.transpose(-1, -2) @ values / col_mass.clamp_min(1e-30).unsqueeze(-1)
-        slots = slots * slot_valid.unsqueeze(-1)
+        def move(values: torch.Tensor) -> torch.Tensor:
+            """Slot k = sum_t P_tk v_t / (1/K'): a plan-weighted mean of the window's values."""
+            moved = plan.transpose(-1, -2) @ values.float() / col_mass.clamp_min(1e-30).unsqueeze(-1)
+            return (moved * slot_valid.unsqueeze(-1)).reshape(batch, windows * self.slots_per_window, -1)
+
+        slots = move(self.value(self.value_norm(anchors)))  # values W_g LN(A)
+        carried = None
+        if passengers is not None:
+            carried = move(F.pad(passengers, (0, 0, 0, pad)).reshape(batch * windows, self.window, -1))
         return (
-            slots.reshape(batch, windows * self.slots_per_window, hidden),
+            slots,
             slot_valid.reshape(batch, windows * self.slots_per_window),
             plan.reshape(batch, windows, self.window, self.slots_per_window),
+            carried,
         )

@@ -35,6 +35,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         "train_examples": bounds.get("train_examples"),
         "bounds": {k: bounds.get(k) for k in ("ce_full_context", "ce_no_context", "f1_full_context") if k in bounds},
         "final_validation": validation[-1] if validation else None,
+        "validations": [{k: r[k] for k in ("step", "ce", "gap_closed") if k in r} for r in validation],
         "best_validation": json.loads(selection.read_text()) if selection.is_file() else None,
         "examples_per_second_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
         "train_seconds": round(sum(s.get("train_seconds_this_call") or 0 for s in summaries), 1),
@@ -44,13 +45,25 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def common_validation_step(runs: Sequence[dict[str, Any]]) -> int | None:
+    """The last step at which every run was validated: runs cut at different steps compare there."""
+    steps = [{v["step"] for v in r.get("validations") or []} for r in runs]
+    shared = set.intersection(*steps) if steps else set()
+    return max(shared) if shared else None
+
+
+def validation_at(run: dict[str, Any], step: int) -> dict[str, Any]:
+    return next(v for v in run["validations"] if v["step"] == step)
+
+
 def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
+    common = common_validation_step(runs)
     lines = [
         f"# {title}",
         "",
-        "| run | recipe | steps | checkpoint | val CE | CE full / no context | gap closed | val F1 (full ctx) "
-        "| examples/s | train s |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| run | recipe | steps | checkpoint | val CE | CE full / no context | gap closed "
+        f"| gap closed at step {common} | val F1 (full ctx) | examples/s | train s |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         recipe = r["recipe"]
@@ -71,12 +84,18 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
         lines.append(
             f"| {r['run']} | {', '.join(knobs)} | {r['steps']} | {which} | {chosen.get('ce', float('nan')):.3f} "
             f"| {bounds.get('ce_full_context', float('nan')):.3f} / {bounds.get('ce_no_context', float('nan')):.3f} "
-            f"| {100 * chosen.get('gap_closed', float('nan')):.1f}% | {f1_cell} "
+            f"| {100 * chosen.get('gap_closed', float('nan')):.1f}% "
+            f"| {_percent(validation_at(r, common).get('gap_closed')) if common is not None else '-'} | {f1_cell} "
             f"| {r['examples_per_second_median'] or 0:.0f} | {r['train_seconds']:.0f} |"
         )
     lines += [
         "",
         "Gap closed = (CE without context - CE from slots) / (CE without context - CE with the full context), "
-        "on the run's validation slice of the train files; F1 on held-out train questions (SFT).",
+        "on the run's validation slice of the train files; F1 on held-out train questions (SFT). "
+        "Runs cut at different steps compare in the column at the last step all of them reached.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"

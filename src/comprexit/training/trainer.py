@@ -323,6 +323,8 @@ class Trainer:
                    "total_steps": self.total_steps, "train_seconds_this_call": round(train_seconds, 1),
                    "examples_per_second": round(train_examples * self.accelerator.num_processes / train_seconds, 2)
                    if train_seconds else None}
+        if self.backbone.device.type == "cuda":
+            summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(self.backbone.device) / 2**30, 2)
         if not paused and self.is_main:
             self.unwrapped.save_pretrained(self.run_dir / "final")
         if self.is_main:
