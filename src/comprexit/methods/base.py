@@ -107,4 +107,4 @@ def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
 
 def _import_builtin_methods() -> None:
     # registration happens on import
-    from . import comprexit, mean_pool, prompt_tuning, truncation, zero_shot  # noqa: F401
+    from . import comprexit, compressor_500x, icae, mean_pool, prompt_tuning, truncation, zero_shot  # noqa: F401
