@@ -123,6 +123,34 @@ def test_save_load_round_trip_gives_identical_prefixes(name, tiny, tmp_path):
             assert torch.equal(x, y)
 
 
+def test_icae_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
+    """Checkpoints hold only the trained tensors, and resuming (adapter dropout included) is exact."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from comprexit.training.config import TrainConfig
+    from comprexit.training.trainer import Trainer
+
+    def config(run):
+        return TrainConfig(phase="ntp", data=[str(corpus)], output_dir=str(tmp_path / run), method="icae", lr=3e-3,
+                           batch_size=4, context_tokens=48, continuation_tokens=16, compressor=CONFIGS["icae"],
+                           validation_permille=150, val_examples=4, eval_every=100, save_every=3, max_steps=5, log_every=1,
+                           warmup_ratio=0.0, kl_weight=1.0)
+
+    backbone = tiny_backbone("llama")
+    Trainer(config("a"), backbone=backbone).train()
+    Trainer(config("b"), backbone=backbone).train(stop_at_step=3)
+    Trainer(config("b"), backbone=backbone, resume=True).train()
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+               if '"train"' in line] for run in "ab"]
+    assert losses[0] == losses[1]
+    a, b = (load_file(tmp_path / run / "final" / "comprexit.safetensors") for run in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    saved = load_file(tmp_path / "b" / "checkpoints" / "step-0000005" / "model.safetensors")
+    assert sum(t.numel() for t in saved.values()) == fresh_encoder("icae", backbone).parameter_count()
+
+
 # ---------------------------------------------------------------- ICAE and 500x: LoRA stays in the encoder
 def test_icae_decoder_is_the_plain_backbone(tiny):
     from peft.tuners.lora import LoraLayer
