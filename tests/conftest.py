@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -10,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny import KINDS, tiny_backbone  # noqa: E402
 
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 SHARED_DATA = Path(os.environ.get("COMPREXIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -32,3 +36,39 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "squad_eval.jsonl.gz").is_file():
         pytest.skip(f"shared QA data not found at {SHARED_DATA} (set COMPREXIT_SHARED_DATA)")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------- tiny data files
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        for _ in range(80):
+            handle.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(40))}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qa_file(tmp_path_factory):
+    rng = random.Random(1)
+    path = tmp_path_factory.mktemp("qa") / "qa_train.jsonl"
+    lines = [json.dumps({"header": {"dataset": "toy", "split": "train"}})]
+    for i in range(60):
+        name = rng.choice(WORDS)
+        context = f"The code word of box {i} is {name}. " + " ".join(rng.choice(WORDS) for _ in range(10))
+        lines.append(json.dumps({"context": context, "qas": [{"qid": f"q{i}", "question": f"Code word of box {i}?", "answers": [name]}]}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qa_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qa") / "toy_eval.jsonl"
+    rows = [{"header": {"dataset": "Toy", "split": "dev"}}]
+    for i in range(6):
+        rows.append({"context": f"Box {i} holds a {'red' if i % 2 else 'blue'} ball. " * (i + 1),
+                     "qas": [{"qid": f"q{i}a", "question": f"What does box {i} hold?", "answers": ["a ball", "ball"]},
+                             {"qid": f"q{i}b", "question": "Which colour?", "answers": ["red" if i % 2 else "blue"]}]})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path

@@ -11,51 +11,14 @@ from comprexit.evaluation.data import load_mrqa
 from comprexit.evaluation.report import comparison_table, load_results, write_results
 from comprexit.evaluation.runner import EvalSettings, ProgressLog, _fingerprint, evaluate
 from comprexit.methods import available_methods, create_method
-from comprexit.methods.comprexit import ComprExITMethod
 
 from tiny import save_tiny_backbone, tiny_backbone
-
-
-@pytest.fixture(scope="module")
-def qa_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("qa") / "toy_eval.jsonl"
-    rows = [{"header": {"dataset": "Toy", "split": "dev"}}]
-    for i in range(6):
-        rows.append({"context": f"Box {i} holds a {'red' if i % 2 else 'blue'} ball. " * (i + 1),
-                     "qas": [{"qid": f"q{i}a", "question": f"What does box {i} hold?", "answers": ["a ball", "ball"]},
-                             {"qid": f"q{i}b", "question": "Which colour?", "answers": ["red" if i % 2 else "blue"]}]})
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
 
 
 def test_registry_lists_methods_and_refuses_unknown_ones():
     assert {"zero-shot", "no-context", "comprexit"} <= set(available_methods())
     with pytest.raises(ConfigError, match=r"unknown method 'icae2'; known methods: .*comprexit.*zero-shot"):
         create_method("icae2", None)
-
-
-@pytest.mark.parametrize("method", ["zero-shot", "no-context", "comprexit"])
-def test_every_method_runs_through_the_shared_runner(method, qa_path, tiny):
-    torch.manual_seed(0)
-    if method == "comprexit":
-        runner_method = ComprExITMethod.untrained(tiny, ComprExITConfig(window=16))
-    else:
-        runner_method = create_method(method, tiny)
-    data = {"toy": load_mrqa(qa_path)}
-    results = evaluate(runner_method, data, EvalSettings(context_budget=40, batch_size=4), keep_predictions=True,
-                       show_progress=False)
-    toy = results["datasets"]["toy"]
-    assert toy["count"] == 12 and 0 <= toy["f1"] <= 100
-    assert toy["contexts_cut"] == sum(len(f"Box {i} holds a blue ball. ") * (i + 1) > 40 for i in range(6))
-    assert len(results["predictions"]["toy"]) == 12
-
-
-def test_prefixes_have_the_right_lengths(tiny):
-    contexts = [list(range(4, 40)), list(range(4, 11))]
-    assert create_method("zero-shot", tiny).prepare(contexts).positions() == [36, 7]
-    assert create_method("no-context", tiny).prepare(contexts).positions() == [0, 0]
-    method = ComprExITMethod.untrained(tiny, ComprExITConfig(window=16, ratio=4))
-    assert method.prepare(contexts).positions() == [9, 2]
 
 
 def test_runner_is_deterministic_and_resumes(tmp_path, qa_path):

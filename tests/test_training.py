@@ -1,8 +1,6 @@
 """Training on a tiny random backbone: the loss falls, resume is exact, the backbone never changes."""
 
-import gzip
 import json
-import random
 
 import pytest
 import torch
@@ -14,32 +12,8 @@ from comprexit.training.data import Example, bucketed_batches, ntp_examples
 from comprexit.training.objectives import LossWeights, batch_losses
 from comprexit.training.trainer import Trainer
 
+from conftest import WORDS
 from tiny import tiny_backbone
-
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl.gz"
-    with gzip.open(path, "wt") as handle:
-        for _ in range(80):
-            handle.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(40))}) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def qa_file(tmp_path_factory):
-    rng = random.Random(1)
-    path = tmp_path_factory.mktemp("qa") / "qa_train.jsonl"
-    lines = [json.dumps({"header": {"dataset": "toy", "split": "train"}})]
-    for i in range(60):
-        name = rng.choice(WORDS)
-        context = f"The code word of box {i} is {name}. " + " ".join(rng.choice(WORDS) for _ in range(10))
-        lines.append(json.dumps({"context": context, "qas": [{"qid": f"q{i}", "question": f"Code word of box {i}?", "answers": [name]}]}))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def config(tmp_path, corpus, **changes):
@@ -81,10 +55,10 @@ def test_loss_falls_when_overfitting_a_handful_of_examples(tmp_path, corpus):
     examples = trainer.split.train[:4]
     weights = LossWeights()
     with torch.no_grad():
-        before = float(batch_losses(backbone, trainer.compressor, examples, weights).mean("ce"))
+        before = float(batch_losses(backbone, trainer.encoder, examples, weights).mean("ce"))
     trainer.train()
     with torch.no_grad():
-        after = float(batch_losses(backbone, trainer.compressor, examples, weights).mean("ce"))
+        after = float(batch_losses(backbone, trainer.encoder, examples, weights).mean("ce"))
     assert after < before - 0.02, (before, after)
 
 

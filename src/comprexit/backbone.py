@@ -205,10 +205,21 @@ class Backbone:
         cap = getattr(self.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    def final_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Last (normed) hidden states of a decoder pass over input embeddings, without the LM head."""
+    def final_hidden(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_key_values=None,
+    ) -> torch.Tensor:
+        """Last (normed) hidden states of a decoder pass over input embeddings, without the LM head.
+
+        With `past_key_values` (a cache the decoder attends to first), `attention_mask` covers
+        the cached positions and then the new ones; only the new positions' states are returned.
+        """
         return self.model.base_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, use_cache=False,
         ).last_hidden_state
 
     def right_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,13 +267,15 @@ class Backbone:
         *,
         input_ids: torch.Tensor | None = None,
         past_key_values=None,
+        position_ids: torch.Tensor | None = None,
         force_new_tokens: bool = False,
     ) -> list[list[int]]:
         """Greedy decoding; returns the new tokens of each row, cut at the first stop token.
 
         Either from left-padded `inputs_embeds`, or from `input_ids` whose first positions are
-        already held by `past_key_values` (only the uncached tail is run). `force_new_tokens`
-        suppresses EOS so that exactly `max_new_tokens` are produced (for benchmarks).
+        already held by `past_key_values` (only the uncached tail is run). `position_ids`
+        (same shape as `input_ids`) replaces the positions counted from the attention mask.
+        `force_new_tokens` suppresses EOS so that exactly `max_new_tokens` are produced (for benchmarks).
         """
         kwargs = dict(
             attention_mask=attention_mask.to(self.device),
@@ -276,6 +289,8 @@ class Backbone:
         )
         if force_new_tokens:
             kwargs["min_new_tokens"] = max_new_tokens
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids.to(self.device)
         if inputs_embeds is not None:
             out = self.model.generate(inputs_embeds=inputs_embeds.to(self.device, self.dtype), **kwargs)
         else:

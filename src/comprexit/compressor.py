@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
 from .backbone import BackboneIdentity
 from .config import ComprExITConfig
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .modules import DepthTransmission, Projector, SlotScale, WidthTransmission, make_allocation
+from .saving import CONFIG_FILE, WEIGHTS_FILE, load_state_into, read_folder_config, save_folder
 
 if TYPE_CHECKING:
     from .backbone import Backbone, EncodedContexts
 
-CONFIG_FILE = "comprexit_config.json"
-WEIGHTS_FILE = "comprexit.safetensors"
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "ComprExIT", "Slots"]
 
 
 @dataclass
@@ -115,24 +111,14 @@ class ComprExIT(nn.Module):
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `comprexit.safetensors` and `comprexit_config.json` (written to temp names, then renamed)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = {
-            "library": "comprexit",
-            "version": __version__,
             "method": "comprexit",
             "config": self.config.to_dict(),
             "backbone": self.identity.to_dict(),
             "embedding_rms": self.embedding_rms,
             "parameters": self.parameter_count(),
         }
-        weights = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp_weights, tmp_config = directory / (WEIGHTS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
-        save_file(weights, tmp_weights, metadata={"format": "pt", "comprexit_version": __version__})
-        tmp_config.write_text(json.dumps(meta, indent=2) + "\n")
-        tmp_weights.replace(directory / WEIGHTS_FILE)
-        tmp_config.replace(directory / CONFIG_FILE)
-        return directory
+        return save_folder(directory, self, meta)
 
     @classmethod
     def from_pretrained(
@@ -142,61 +128,13 @@ class ComprExIT(nn.Module):
         device: str | torch.device | None = None,
     ) -> "ComprExIT":
         """Load a saved compressor; with `backbone`, refuse one trained on a different backbone."""
-        directory = Path(directory)
-        meta = read_checkpoint_config(directory)
+        meta, saved = read_folder_config(directory, "comprexit", backbone)
         config = ComprExITConfig.from_dict(meta["config"])
-        saved = BackboneIdentity.from_dict(meta["backbone"])
-        if backbone is not None:
-            current = backbone if isinstance(backbone, BackboneIdentity) else backbone.identity
-            problems = saved.mismatch(current)
-            if problems:
-                raise CheckpointError(
-                    f"compressor in {directory} was trained for backbone {saved.describe()}, "
-                    f"not for {current.describe()} ({'; '.join(problems)})"
-                )
-            if device is None and not isinstance(backbone, BackboneIdentity):
-                device = backbone.device
+        if device is None and backbone is not None and not isinstance(backbone, BackboneIdentity):
+            device = backbone.device
         model = cls(config, saved, meta.get("embedding_rms", 1.0))
-        state = read_weights(directory / WEIGHTS_FILE)
-        missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
-        if missing or unexpected:
-            raise CheckpointError(
-                f"weights in {directory} do not fit the config: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
-        for name, tensor in model.state_dict().items():
-            if state[name].shape != tensor.shape:
-                raise CheckpointError(
-                    f"weight {name} in {directory} has shape {tuple(state[name].shape)}, expected {tuple(tensor.shape)}"
-                )
-            if not torch.isfinite(state[name]).all():
-                raise CheckpointError(f"weight {name} in {directory} holds NaN or infinite values")
-        model.load_state_dict(state)
+        load_state_into(model, directory)
         return model.to(device) if device is not None else model
-
-
-def read_checkpoint_config(directory: Path) -> dict:
-    path = Path(directory) / CONFIG_FILE
-    if not Path(directory).is_dir():
-        raise CheckpointError(f"compressor folder not found: {directory}")
-    if not path.is_file():
-        raise CheckpointError(f"no {CONFIG_FILE} in {directory}: not a comprexit compressor folder")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(meta, dict) or "config" not in meta or "backbone" not in meta:
-        raise CheckpointError(f"{path} lacks the 'config' or 'backbone' entry")
-    return meta
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"weights file {path} is corrupt or unreadable: {error}") from error
 
 
 def _autocast_on(device: torch.device) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Iterator
 
 from .errors import ConfigError
 from .modules.allocation import ALLOCATION_NAMES as ALLOCATIONS
@@ -12,8 +12,45 @@ from .modules.allocation import ALLOCATION_NAMES as ALLOCATIONS
 SLOT_SCALES = ("none", "embedding")
 
 
+class ConfigFields:
+    """Shared behaviour of the method config dataclasses: validation, dict round trip, unknown keys refused.
+
+    A subclass is a dataclass that sets `label` and yields one message per bad field from `_problems`.
+    """
+
+    label: ClassVar[str] = "config"
+
+    def _problems(self) -> Iterator[str]:
+        return iter(())
+
+    def _validate(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ConfigError(f"invalid {self.label}: " + "; ".join(problems))
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build from a dict, refusing unknown keys (a typo must not silently fall back to a default)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a {cls.label} must be a JSON object, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.label} field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass
-class ComprExITConfig:
+class ComprExITConfig(ConfigFields):
     """Hyperparameters of depth-wise transmission, width-wise transmission and the projector.
 
     Defaults are the paper's published settings plus the per-layer RMS normalisation that
@@ -60,12 +97,12 @@ class ComprExITConfig:
         metadata={"help": "'transport' (optimal transport, the method) or 'attention' (ablation w/o allocation)"},
     )
 
+    label: ClassVar[str] = "ComprExIT config"
+
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):
             self.layers = tuple(self.layers)
-        problems = list(self._problems())
-        if problems:
-            raise ConfigError("invalid ComprExIT config: " + "; ".join(problems))
+        self._validate()
 
     def _problems(self):
         ints = {"ratio": 1, "window": 1, "gate_dim": 1, "metric_dim": 1, "sinkhorn_iterations": 1}
@@ -76,9 +113,9 @@ class ComprExITConfig:
         positives = ("depth_temperature", "capacity_temperature", "sinkhorn_epsilon", "projector_init_gain")
         for name in positives:
             value = getattr(self, name)
-            if not _is_number(value) or not value > 0 or value != value or value == float("inf"):
+            if not is_number(value) or not value > 0 or value != value or value == float("inf"):
                 yield f"{name} must be a finite number > 0, got {value!r}"
-        if not _is_number(self.capacity_floor) or not 0.0 <= self.capacity_floor <= 1.0:
+        if not is_number(self.capacity_floor) or not 0.0 <= self.capacity_floor <= 1.0:
             yield f"capacity_floor must be in [0, 1], got {self.capacity_floor!r}"
         if isinstance(self.ratio, int) and isinstance(self.window, int) and self.ratio > self.window:
             yield f"ratio ({self.ratio}) cannot exceed window ({self.window})"
@@ -103,28 +140,10 @@ class ComprExITConfig:
         """K = ceil(W / r)."""
         return -(-self.window // self.ratio)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        if out["layers"] is not None:
-            out["layers"] = list(out["layers"])
-        return out
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ComprExITConfig":
-        """Build from a dict, refusing unknown keys (a typo must not silently fall back to a default)."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"a ComprExIT config must be a JSON object, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown ComprExIT config field(s) {unknown}; known fields: {sorted(known)}"
-            )
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> "ComprExITConfig":
-        return dataclasses.replace(self, **changes)
-
-
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_int_at_least(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low

@@ -1,7 +1,8 @@
 """Assemble what the decoder reads, `[BOS] + prefix + prompt (+ target)`, and decode from it.
 
 Rows are left-padded so that every row's real positions are contiguous and its last real
-token sits at the end, which batched greedy decoding needs.
+token sits at the end, which batched greedy decoding needs. A key/value prefix (500x) is
+read as `cache + [BOS] + prompt` instead (see `prefix.py`).
 
 For many questions over one document, `prefill` computes the decoder's key/value cache of
 `[BOS] + prefix` once and `cached_answers` reuses it, so each question only prefills itself.
@@ -23,6 +24,7 @@ from typing import Sequence
 import torch
 
 from .backbone import Backbone
+from .prefix import KVPrefix, KVPrefixBatch
 
 
 @dataclass
@@ -70,13 +72,41 @@ def build_decoder_batch(
 
 def greedy_answers(
     backbone: Backbone,
-    prefixes: Sequence[torch.Tensor | None],
+    prefixes: Sequence[torch.Tensor | KVPrefix | None],
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int = 20,
 ) -> list[str]:
-    """Greedy continuations (raw text, not yet post-processed) of each row."""
+    """Greedy continuations (raw text, not yet post-processed) of each row.
+
+    prefixes: per row a (positions, hidden) tensor or None, read as `[BOS] + prefix + prompt`;
+        or, for every row, a `KVPrefix`, read as `cache + [BOS] + prompt`.
+    """
+    if any(isinstance(p, KVPrefix) for p in prefixes):
+        return _kv_greedy_answers(backbone, prefixes, prompts, max_new_tokens)
     batch = build_decoder_batch(backbone, prefixes, prompts)
     tokens = backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=max_new_tokens)
+    return [backbone.decode(row) for row in tokens]
+
+
+def _kv_greedy_answers(backbone, prefixes, prompts, max_new_tokens) -> list[str]:
+    """Left-padded `[BOS] + prompt_i` after row i's key/value prefix, at positions continuing the prefix's."""
+    if not all(isinstance(p, KVPrefix) for p in prefixes):
+        raise TypeError("a batch mixes key/value prefixes with other prefixes")
+    kv = KVPrefixBatch.stack([p for p in prefixes])
+    rows = [backbone.bos_ids + list(prompt) for prompt in prompts]
+    cached, width = kv.width, max(len(r) for r in rows)
+    ids = torch.full((len(rows), cached + width), backbone.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    positions = torch.zeros_like(ids)
+    mask[:, :cached] = kv.mask().cpu()
+    for i, (row, start) in enumerate(zip(rows, kv.next_positions)):
+        ids[i, cached + width - len(row) :] = torch.tensor(row)
+        mask[i, cached + width - len(row) :] = 1
+        positions[i, cached + width - len(row) :] = torch.arange(start, start + len(row))
+    tokens = backbone.generate(
+        attention_mask=mask, max_new_tokens=max_new_tokens, input_ids=ids, past_key_values=kv.cache(backbone),
+        position_ids=positions,
+    )
     return [backbone.decode(row) for row in tokens]
 
 

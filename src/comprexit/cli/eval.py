@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--method", default="comprexit", help="registered method (see --list-methods)")
     parser.add_argument("--list-methods", action="store_true", help="print the registered methods and exit")
     parser.add_argument("--weights", default=None, metavar="DIR", help="trained weights folder of the method")
+    parser.add_argument("--ratio", type=int, default=None,
+                        help="compression ratio of the training-free methods (truncate-last/-first, mean-pool; default 4)")
     parser.add_argument(
         "--data", nargs="+", metavar="FILE", help="MRQA .jsonl(.gz), SQuAD .json, or hf:NAME[:SPLIT]"
     )
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method not in available_methods():
         create_method(args.method, None)  # raises the "unknown method" error listing the known ones
     backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype)
-    options = {"weights": args.weights} if args.weights else {}
+    options = {name: getattr(args, name) for name in ("weights", "ratio") if getattr(args, name) is not None}
     method = create_method(args.method, backbone, **options)
     output = Path(args.output) if args.output else None
     progress = output.with_name(output.name + ".progress.jsonl") if output else None

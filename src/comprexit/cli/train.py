@@ -1,4 +1,4 @@
-"""`comprexit train`: train a compressor (phase ntp or sft) on the frozen backbone."""
+"""`comprexit train`: train a method's context encoder (phase ntp or sft) on the frozen backbone."""
 
 from __future__ import annotations
 
@@ -20,18 +20,23 @@ OVERRIDES = {
 def add_parser(sub) -> None:
     parser = sub.add_parser(
         "train",
-        help="train a compressor (ntp or sft phase)",
-        description="Train a ComprExIT compressor on a frozen backbone. Works on CPU, one GPU, or several "
-        "GPUs through `accelerate launch -m comprexit.cli train ...`.",
+        help="train a compressor or a baseline (ntp or sft phase)",
+        description="Train ComprExIT (or a trainable baseline: --method) on a frozen backbone. Works on CPU, "
+        "one GPU, or several GPUs through `accelerate launch -m comprexit.cli train ...`.",
     )
     parser.add_argument("phase", choices=["ntp", "sft"])
+    parser.add_argument("--method", default="comprexit", help="comprexit (default), icae, 500x or prompt-tuning")
+    parser.add_argument("--ablation", default=None,
+                        help="comprexit only: wo-allocation, embedding-only, middle-layer or last-layer")
     parser.add_argument("--data", nargs="+", required=True, metavar="FILE", help="corpus (ntp) or QA files (sft)")
     parser.add_argument("--extra-ntp", nargs="*", default=[], metavar="FILE", help="QA files whose contexts join the NTP text")
     parser.add_argument("--output-dir", "-o", required=True)
     parser.add_argument("--preset", default="extended", help="paper or extended (default)")
-    parser.add_argument("--init", default=None, metavar="DIR", help="start from this compressor (e.g. the NTP result)")
-    parser.add_argument("--compressor-config", default=None, metavar="JSON",
-                        help='ComprExITConfig fields as JSON, e.g. \'{"ratio": 8}\'')
+    parser.add_argument("--init", default=None, metavar="DIR", help="start from these weights of the same method (e.g. the NTP result)")
+    parser.add_argument("--compressor-config", "--method-config", dest="compressor_config", default=None, metavar="JSON",
+                        help='the method\'s config fields as JSON, e.g. \'{"ratio": 8}\'')
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute the trainable LLM encoder pass in backward (icae), trading time for memory")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--mixed-precision", default="auto", choices=["auto", "bf16", "fp16", "no"])
     for name, kind in OVERRIDES.items():
@@ -46,17 +51,16 @@ def build_config(args: argparse.Namespace):
 
     if args.resume and (Path(args.output_dir) / "train_config.json").is_file():
         return TrainConfig.from_dict(json.loads((Path(args.output_dir) / "train_config.json").read_text()))
-    values = preset(args.preset, args.phase)
+    values = preset(args.preset, args.phase, args.method)
     values.update(phase=args.phase, data=list(args.data), extra_ntp=list(args.extra_ntp),
                   output_dir=args.output_dir, backbone=args.backbone, init=args.init,
-                  mixed_precision=args.mixed_precision)
+                  mixed_precision=args.mixed_precision, method=args.method, ablation=args.ablation,
+                  gradient_checkpointing=args.gradient_checkpointing)
     if args.compressor_config:
         try:
             values["compressor"] = {**values.get("compressor", {}), **json.loads(args.compressor_config)}
         except json.JSONDecodeError as error:
             raise ConfigError(f"--compressor-config is not valid JSON: {error}") from error
-    if args.init:
-        values.pop("compressor", None)
     for name in OVERRIDES:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)

@@ -5,11 +5,14 @@ before the prompt. Zero-shot with or without context, ComprExIT and the trained 
 all go through the same prompt, decoding and scoring, so their numbers are comparable.
 
 Adding a method: a module in this package with a `Method` subclass decorated by
-`@register_method("name")`, a row in the shared test matrix, a row in the README.
+`@register_method("name")` (a trainable one also registers its `ContextEncoder`, see
+`trainable.py`), an import in `_import_builtin_methods`, a row in the shared test matrix
+(tests/test_methods.py), a row in the README.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
@@ -18,23 +21,26 @@ import torch
 
 from ..backbone import Backbone
 from ..errors import ConfigError
+from ..prefix import KVPrefix
 
 
 @dataclass
 class DecoderPrefix:
-    """What the decoder reads between `[BOS]` and the prompt, one entry per context.
+    """What the decoder reads before the prompt, one entry per context.
 
-    embeds: per context a (positions, hidden) tensor in input-embedding space, or None for
-        nothing (the no-context bound). Soft prompts, slots and kept tokens all fit here.
+    embeds: per context a (positions, hidden) tensor in input-embedding space, read between
+        `[BOS]` and the prompt (soft prompts, slots and kept tokens all fit here); None for
+        nothing (the no-context bound); or a `KVPrefix`, keys and values the decoder attends
+        to before `[BOS] + prompt` (500xCompressor).
     """
 
-    embeds: list[torch.Tensor | None]
+    embeds: list[torch.Tensor | KVPrefix | None]
 
     def __len__(self) -> int:
         return len(self.embeds)
 
     def positions(self) -> list[int]:
-        return [0 if e is None else int(e.shape[0]) for e in self.embeds]
+        return [0 if e is None else len(e) if isinstance(e, KVPrefix) else int(e.shape[0]) for e in self.embeds]
 
 
 class Method(ABC):
@@ -60,17 +66,22 @@ class Method(ABC):
 _REGISTRY: dict[str, Callable[..., Method]] = {}
 
 
-def register_method(name: str):
-    """Class decorator adding a method to the registry under `name`."""
+def registrar(registry: dict, attribute: str, name: str):
+    """A class decorator storing the class in `registry` under `name` and setting `cls.<attribute> = name`."""
 
     def decorate(cls):
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
+        if name in registry:
+            raise ValueError(f"{attribute} {name!r} is registered twice")
+        setattr(cls, attribute, name)
+        registry[name] = cls
         return cls
 
     return decorate
+
+
+def register_method(name: str):
+    """Class decorator adding a method to the registry under `name`."""
+    return registrar(_REGISTRY, "name", name)
 
 
 def available_methods() -> list[str]:
@@ -83,8 +94,17 @@ def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
     _import_builtin_methods()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](backbone, **options)
+    cls = _REGISTRY[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "backbone"}
+    refused = sorted(set(options) - accepted)
+    if refused:
+        raise ConfigError(
+            f"method {name!r} takes no {', '.join(refused)} option"
+            + (f" (it takes: {', '.join(sorted(accepted))})" if accepted else "")
+        )
+    return cls(backbone, **options)
 
 
 def _import_builtin_methods() -> None:
-    from . import comprexit, zero_shot  # noqa: F401  (registration happens on import)
+    # registration happens on import
+    from . import comprexit, compressor_500x, icae, mean_pool, prompt_tuning, truncation, zero_shot  # noqa: F401

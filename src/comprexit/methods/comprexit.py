@@ -1,51 +1,87 @@
-"""ComprExIT as an evaluation method: the decoder reads the compressor's slots."""
+"""ComprExIT as a method: the decoder reads the compressor's slots. Also the paper's ablations by name."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
-import torch
-
+from ..backbone import Backbone, BackboneIdentity
 from ..compressor import ComprExIT
 from ..config import ComprExITConfig
 from ..errors import ConfigError
+from ..prefix import SoftPrefixBatch
 from ..weights import shipped_compressor_dir
-from .base import DecoderPrefix, Method, register_method
+from .base import register_method
+from .trainable import ContextBatch, ContextEncoder, TrainableMethod, register_encoder
+
+
+def _middle_layer(identity: BackboneIdentity) -> dict:
+    # the paper's middle layer is hidden state 9 of Llama-3.2-1B's 16 layers: keep that relative depth
+    return {"layers": [round(identity.num_layers * 9 / 16)]}
+
+
+# `comprexit train --method comprexit --ablation NAME`: the paper's ablations (METHOD.md, "Ablations")
+ABLATIONS = {
+    "wo-allocation": lambda identity: {"allocation": "attention"},  # each slot attends over its window
+    "embedding-only": lambda identity: {"layers": [0]},  # the embedding output instead of all layers
+    "middle-layer": _middle_layer,
+    "last-layer": lambda identity: {"layers": [identity.num_layers]},  # the final (normed) state only
+}
+
+
+@register_encoder("comprexit")
+class ComprExITEncoder(ContextEncoder):
+    """The trainer's view of a ComprExIT compressor: it reads every layer's states of the frozen pass."""
+
+    config_class = ComprExITConfig
+    reads_frozen_states = True
+    ablations = ABLATIONS
+
+    def __init__(self, compressor: ComprExIT):
+        super().__init__(compressor.config, compressor.identity)
+        self.compressor = compressor
+
+    @classmethod
+    def for_backbone(cls, backbone: Backbone, config: ComprExITConfig | None = None) -> "ComprExITEncoder":
+        return cls(ComprExIT.for_backbone(backbone, config))
+
+    def forward(self, batch: ContextBatch) -> SoftPrefixBatch:
+        out = self.compressor(batch.hidden_states, batch.mask)
+        return SoftPrefixBatch(out.slots, out.mask.sum(1).tolist())  # non-empty slots come first
+
+    def parameter_count(self) -> int:
+        return self.compressor.parameter_count()
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return self.compressor.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, backbone: Backbone) -> "ComprExITEncoder":
+        return cls(ComprExIT.from_pretrained(directory, backbone))
 
 
 @register_method("comprexit")
-class ComprExITMethod(Method):
+class ComprExITMethod(TrainableMethod):
     """Slots of a trained compressor (`weights`: a folder; default: the shipped one)."""
 
-    def __init__(self, backbone, weights: str | Path | None = None, compressor: ComprExIT | None = None):
-        super().__init__(backbone)
-        if compressor is None:
+    encoder_class = ComprExITEncoder
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        weights: str | Path | None = None,
+        encoder: ComprExITEncoder | None = None,
+        compressor: ComprExIT | None = None,
+    ):
+        if compressor is not None:
+            encoder = ComprExITEncoder(compressor)
+        elif encoder is None:
             weights = weights or shipped_compressor_dir(backbone.identity)
             if weights is None:
                 raise ConfigError(
                     f"method 'comprexit' needs --weights DIR: no trained compressor is shipped for {backbone.identity.name}"
                 )
-            compressor = ComprExIT.from_pretrained(weights, backbone)
-        self.weights = str(weights) if weights else "in-memory"
-        self.compressor = compressor.to(backbone.device).eval()
+        super().__init__(backbone, weights, encoder)
 
-    @torch.no_grad()
-    def prepare(self, contexts: Sequence[Sequence[int]]) -> DecoderPrefix:
-        out = self.compressor.compress(self.backbone.encode(contexts))
-        return DecoderPrefix([slots[mask] for slots, mask in zip(out.slots, out.mask)])
-
-    def settings(self) -> dict:
-        return {
-            "method": self.name,
-            "weights": self.weights,
-            "config": self.compressor.config.to_dict(),
-            "trainable_parameters": self.trainable_parameters(),
-        }
-
-    def trainable_parameters(self) -> int:
-        return self.compressor.parameter_count()
-
-    @classmethod
-    def untrained(cls, backbone, config: ComprExITConfig | None = None) -> "ComprExITMethod":
-        return cls(backbone, compressor=ComprExIT.for_backbone(backbone, config))
+    @property
+    def compressor(self) -> ComprExIT:
+        return self.encoder.compressor

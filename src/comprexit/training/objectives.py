@@ -6,9 +6,11 @@
 * `ae`: autoencoding, reconstructing the context itself from `[BOS] + slots + marker`
   (as ICAE pretrains), with a learned marker vector that tells the decoder to repeat.
 
-The encoder pass that gives the compressor its hidden states is also the teacher pass: the
-frozen model reads `[BOS] + context + targets` once, and, causal as it is, the context's
-states do not depend on what follows.
+Every trainable method's prefix (a `ContextEncoder`'s output) is scored the same way: soft
+prefixes are read as `[BOS] + prefix + targets`, key/value prefixes as `cache + [BOS] + targets`.
+For ComprExIT, the encoder pass that gives the compressor its hidden states is also the
+teacher pass: the frozen model reads `[BOS] + context + targets` once, and, causal as it
+is, the context's states do not depend on what follows.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..backbone import Backbone
 from ..errors import ConfigError
+from ..methods.trainable import ContextBatch
+from ..prefix import KVPrefixBatch, SoftPrefixBatch
 from .data import Example
 
 LOGIT_CHUNK = 2048  # rows of vocabulary logits alive at once (262k-word vocabularies are large)
@@ -128,19 +132,19 @@ def token_losses(
     return ce_total, (kl_total if teacher is not None else None)
 
 
-def decoder_hidden(
+def decoder_inputs(
     backbone: Backbone,
     prefix: torch.Tensor | None,
     prefix_lengths: Sequence[int],
     targets: Sequence[Sequence[int]],
     insert: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, list[int]]:
-    """Final hidden states of right-padded `[BOS] + prefix_i[:n_i] (+ insert) + embed(targets_i)`.
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Right-padded input embeddings `[BOS] + prefix_i[:n_i] (+ insert) + embed(targets_i)` and their mask.
 
     prefix: (batch, P, hidden) vectors whose first `prefix_lengths[i]` of row i are real (the
         compressor's slots: its non-empty slots always come first); None for no prefix.
     insert: an optional (hidden,) vector placed right after each row's real prefix.
-    Returns (hidden states, per-row offset of the first target token).
+    Returns (embeddings, attention mask, per-row offset of the first target token).
 
     Built with one scatter for the whole batch rather than row by row, so a step costs a
     handful of kernels and no host synchronisation.
@@ -170,45 +174,105 @@ def decoder_hidden(
     width = int(lengths.max())
     embeds = embeds[:, :width]
     mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(device)
-    positions = torch.arange(width, device=device).expand(batch, width)
+    return embeds, mask, offsets
+
+
+def decoder_hidden(
+    backbone: Backbone,
+    prefix: torch.Tensor | None,
+    prefix_lengths: Sequence[int],
+    targets: Sequence[Sequence[int]],
+    insert: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[int]]:
+    """Final hidden states of `decoder_inputs(...)`, and the per-row offset of the first target token."""
+    embeds, mask, offsets = decoder_inputs(backbone, prefix, prefix_lengths, targets, insert)
+    positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
     return backbone.final_hidden(embeds, mask, positions), offsets
+
+
+def kv_decoder_hidden(
+    backbone: Backbone, prefix: KVPrefixBatch, targets: Sequence[Sequence[int]], insert: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[int]]:
+    """Final hidden states of `[BOS] (+ insert) + embed(targets_i)` read after row i's key/value prefix.
+
+    Positions continue from the prefix's (`next_positions`); the returned states and offsets
+    index the new positions only.
+    """
+    embeds, mask, offsets = decoder_inputs(backbone, None, [0] * len(targets), targets, insert)
+    start = torch.tensor(prefix.next_positions, device=embeds.device)[:, None]
+    positions = start + torch.arange(embeds.shape[1], device=embeds.device)[None, :]
+    attention = torch.cat([prefix.mask(), mask], dim=1)
+    return backbone.final_hidden(embeds, attention, positions, past_key_values=prefix.cache(backbone)), offsets
+
+
+def prefix_hidden(
+    backbone: Backbone,
+    prefix: SoftPrefixBatch | KVPrefixBatch,
+    targets: Sequence[Sequence[int]],
+    insert: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[int]]:
+    """The decoder's final hidden states over `targets` read after each row's prefix, of either kind."""
+    if isinstance(prefix, KVPrefixBatch):
+        return kv_decoder_hidden(backbone, prefix, targets, insert)
+    return decoder_hidden(backbone, prefix.embeds, prefix.lengths, targets, insert)
+
+
+def frozen_pass(
+    backbone: Backbone, examples: Sequence[Example], states: bool, teacher: bool
+) -> tuple[ContextBatch, torch.Tensor | None]:
+    """The encoder's input batch, and the teacher's final states at the scored positions (or None).
+
+    One frozen pass over `[BOS] + context (+ targets when distilling)` gives both: every
+    layer's states of the context for an encoder that reads them (ComprExIT), and, causal as
+    the model is, the full-context teacher. Encoders that read only token ids skip it when
+    there is nothing to distil.
+    """
+    contexts = [list(e.context) for e in examples]
+    batch = ContextBatch(contexts)
+    if not states and not teacher:
+        return batch, None
+    device = backbone.device
+    nb = len(backbone.bos_ids)
+    sequences = [backbone.bos_ids + c + (list(e.targets) if teacher else []) for c, e in zip(contexts, examples)]
+    ids, attention = backbone.right_padded(sequences)
+    with torch.no_grad():
+        out = backbone.model.base_model(input_ids=ids, attention_mask=attention, output_hidden_states=states, use_cache=False)
+    if states:
+        longest = max(len(c) for c in contexts)
+        batch.hidden_states = torch.stack([h[:, nb : nb + longest] for h in out.hidden_states], dim=2)
+        batch.mask = torch.arange(longest, device=device)[None, :] < torch.tensor([len(c) for c in contexts], device=device)[:, None]
+    teacher_states = None
+    if teacher:
+        rows, positions, _ = _scored(examples, [nb + len(c) for c in contexts])
+        teacher_states = out.last_hidden_state[rows.to(device), positions.to(device)]
+    return batch, teacher_states
 
 
 def batch_losses(
     backbone: Backbone,
-    compressor: nn.Module,
+    encoder: nn.Module,
     examples: Sequence[Example],
     weights: LossWeights,
     marker: AutoencodeMarker | None = None,
     ae_tokens: int = 512,
     timer: Timer | None = None,
 ) -> BatchLosses:
-    """Losses of `examples` for the current compressor (training or validation)."""
+    """Losses of `examples` for the current context encoder (training or validation).
+
+    `encoder` is a `ContextEncoder`, possibly wrapped for data parallelism.
+    """
     timer = timer or Timer(False)
     device = backbone.device
-    nb = len(backbone.bos_ids)
-    need_teacher = weights.kl > 0
+    reads_states = getattr(encoder, "module", encoder).reads_frozen_states
     timer.mark(None, device)
-
-    # one frozen pass: the compressor's inputs and, when distilling, the teacher's states
-    sequences = [backbone.bos_ids + list(e.context) + (list(e.targets) if need_teacher else []) for e in examples]
-    ids, attention = backbone.right_padded(sequences)
-    with torch.no_grad():
-        out = backbone.model.base_model(input_ids=ids, attention_mask=attention, output_hidden_states=True, use_cache=False)
-    longest = max(len(e.context) for e in examples)
-    hidden = torch.stack([h[:, nb : nb + longest] for h in out.hidden_states], dim=2)
-    context_mask = torch.arange(longest, device=device)[None, :] < torch.tensor([len(e.context) for e in examples], device=device)[:, None]
-    rows_t, pos_t, labels = _scored(examples, [nb + len(e.context) for e in examples])
-    teacher = out.hidden_states[-1][rows_t.to(device), pos_t.to(device)] if need_teacher else None
-    del out
+    batch, teacher = frozen_pass(backbone, examples, states=reads_states, teacher=weights.kl > 0)
     timer.mark("encoder", device)
 
-    slots = compressor(hidden, context_mask)
-    counts = slots.mask.sum(1).tolist()  # the step's one host synchronisation
+    prefix = encoder(batch)
     timer.mark("compressor", device)
 
     result = BatchLosses()
-    final, offsets = decoder_hidden(backbone, slots.slots, counts, [e.targets for e in examples])
+    final, offsets = prefix_hidden(backbone, prefix, [e.targets for e in examples])
     rows_s, pos_s, labels_s = _scored(examples, offsets)
     student = final[rows_s.to(device), pos_s.to(device)]
     ce, kl = token_losses(backbone, student, labels_s.to(device), teacher)
@@ -217,9 +281,7 @@ def batch_losses(
         result.sums["kl"], result.tokens["kl"] = kl, len(labels_s)
     if weights.ae > 0 and marker is not None:
         ae_examples = [Example(e.context[:ae_tokens], e.context[:ae_tokens], 0) for e in examples]
-        final, offsets = decoder_hidden(
-            backbone, slots.slots, counts, [e.targets for e in ae_examples], insert=marker.vector
-        )
+        final, offsets = prefix_hidden(backbone, prefix, [e.targets for e in ae_examples], insert=marker.vector)
         rows_a, pos_a, labels_a = _scored(ae_examples, offsets)
         ae, _ = token_losses(backbone, final[rows_a.to(device), pos_a.to(device)], labels_a.to(device))
         result.sums["ae"], result.tokens["ae"] = ae, len(labels_a)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from ..errors import InputError
 from .plots import read_metrics
 
-RECIPE_FIELDS = ("phase", "lr", "batch_size", "epochs", "max_steps", "ce_weight", "kl_weight", "ae_weight", "extra_ntp",
+RECIPE_FIELDS = ("method", "ablation", "phase", "lr", "batch_size", "epochs", "max_steps", "ce_weight", "kl_weight", "ae_weight", "extra_ntp",
                  "compressor", "init")
 
 
@@ -30,6 +30,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     return {
         "run": run_dir.name,
         "recipe": {k: config.get(k) for k in RECIPE_FIELDS},
+        "trainable_parameters": bounds.get("trainable_parameters"),
         "steps": train[-1]["step"] if train else 0,
         "total_steps": bounds.get("total_steps"),
         "train_examples": bounds.get("train_examples"),
@@ -68,6 +69,8 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
     for r in runs:
         recipe = r["recipe"]
         knobs = [f"lr {recipe['lr']:g}", f"batch {recipe['batch_size']}", f"ce {recipe['ce_weight']:g}"]
+        if recipe.get("method", "comprexit") != "comprexit" or recipe.get("ablation"):
+            knobs.insert(0, " ".join(filter(None, [recipe.get("method"), recipe.get("ablation")])))
         if recipe.get("kl_weight"):
             knobs.append(f"kl {recipe['kl_weight']:g}")
         if recipe.get("ae_weight"):

@@ -1,4 +1,8 @@
-"""The training loop: frozen backbone, trainable compressor, accelerate for devices and precision.
+"""The training loop: frozen backbone, trainable context encoder, accelerate for devices and precision.
+
+What trains is any registered method's `ContextEncoder` (`TrainConfig.method`): ComprExIT,
+one of its ablations, or a baseline. Data, objectives, checkpoints, resume, validation and
+best-checkpoint selection are the same for all of them.
 
 One command runs on a CPU, one GPU or several (`accelerate launch`, data parallel): every
 process reads its share of each global batch, gradients are averaged by accelerate, and
@@ -20,13 +24,12 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..backbone import Backbone
-from ..compressor import ComprExIT
-from ..config import ComprExITConfig
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.data import QADataset
 from ..evaluation.report import environment
 from ..evaluation.runner import EvalSettings, evaluate
-from ..methods.comprexit import ComprExITMethod
+from ..methods import create_method
+from ..methods.trainable import ContextEncoder, encoder_class
 from . import checkpoints
 from .config import TrainConfig
 from .data import Split, bucketed_batches, load_ntp, load_sft, ntp_examples
@@ -56,8 +59,12 @@ class Trainer:
         )
         set_seed(config.seed)
         self.is_main = self.accelerator.is_main_process
-        self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
         self.weights = LossWeights(config.ce_weight, config.kl_weight, config.ae_weight)
+        # refuse an untrainable method, an unsupported objective or an unknown ablation before loading anything
+        self.encoder_class = encoder_class(config.method)
+        self.encoder_class.check_objectives({"ce": self.weights.ce, "kl": self.weights.kl, "ae": self.weights.ae})
+        self.encoder_class.check_ablation(config.ablation)
+        self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
         self.split, self.val_questions = self._load_data()
         self._build_model()
         self.position = Position()
@@ -98,16 +105,23 @@ class Trainer:
     def _build_model(self) -> None:
         c = self.config
         if c.init:
-            compressor = ComprExIT.from_pretrained(c.init, self.backbone)
-            if c.compressor:
-                raise ConfigError("give either init (a trained compressor) or compressor fields, not both")
+            encoder = self.encoder_class.from_pretrained(c.init, self.backbone)
         else:
-            compressor = ComprExIT.for_backbone(self.backbone, ComprExITConfig.from_dict(c.compressor))
-        compressor.to(self.accelerator.device).train()
+            config = self.encoder_class.build_config(c.compressor, self.backbone.identity, c.ablation)
+            encoder = self.encoder_class.for_backbone(self.backbone, config)
+        if encoder.max_context_tokens is not None and c.context_tokens > encoder.max_context_tokens:
+            raise ConfigError(
+                f"context_tokens is {c.context_tokens}, but this {c.method} encoder takes contexts of at most "
+                f"{encoder.max_context_tokens} tokens (its max_context_tokens)"
+            )
+        if c.gradient_checkpointing:
+            encoder.enable_gradient_checkpointing()
+        encoder.to(self.accelerator.device).train()
+        self.trainable_parameters = encoder.parameter_count()
         marker = None
         if self.weights.ae > 0:
             marker = AutoencodeMarker(self.backbone.hidden_size, self.backbone.embedding_rms()).to(self.accelerator.device)
-        params = list(compressor.parameters()) + (list(marker.parameters()) if marker else [])
+        params = [p for p in encoder.parameters() if p.requires_grad] + (list(marker.parameters()) if marker else [])
         optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         self.batches_per_epoch = len(self._epoch_batches(0))
         if self.batches_per_epoch < 1:
@@ -122,9 +136,9 @@ class Trainer:
         )
         # The scheduler stays unprepared: we step it once per optimizer step ourselves (accelerate
         # would step it once per process). The autoencoding marker is used outside the
-        # compressor's forward, so it is not wrapped for data parallelism; its gradient is
+        # encoder's forward, so it is not wrapped for data parallelism; its gradient is
         # averaged by hand. Both are registered so that checkpoints hold their state.
-        self.compressor, self.optimizer = self.accelerator.prepare(compressor, optimizer)
+        self.encoder, self.optimizer = self.accelerator.prepare(encoder, optimizer)
         self.scheduler = scheduler
         self.marker = marker
         self.accelerator.register_for_checkpointing(self.scheduler)
@@ -132,8 +146,8 @@ class Trainer:
             self.accelerator.register_for_checkpointing(marker)
 
     @property
-    def unwrapped(self) -> ComprExIT:
-        return self.accelerator.unwrap_model(self.compressor)
+    def unwrapped(self) -> ContextEncoder:
+        return self.accelerator.unwrap_model(self.encoder)
 
     # ------------------------------------------------------------------ data order
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
@@ -190,13 +204,13 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict:
-        self.compressor.eval()
+        self.encoder.eval()
         sums: dict[str, float] = {}
         tokens: dict[str, int] = {}
         batch = self.config.batch_size
         val = self.split.validation
         for start in range(0, len(val), batch):
-            losses = batch_losses(self.backbone, self.compressor, val[start : start + batch], self.weights, self.marker,
+            losses = batch_losses(self.backbone, self.encoder, val[start : start + batch], self.weights, self.marker,
                                   self.config.ae_tokens)
             for k, v in losses.sums.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -204,10 +218,10 @@ class Trainer:
         row = {k: sums[k] / tokens[k] for k in sums}
         row["gap_closed"] = gap_closed(row["ce"], self.bounds)
         if self.val_questions is not None and len(self.val_questions):
-            method = ComprExITMethod(self.backbone, compressor=self.unwrapped)
-            result = evaluate(method, {"validation": self.val_questions}, EvalSettings(batch_size=64), show_progress=False)
+            method = create_method(self.config.method, self.backbone, encoder=self.unwrapped)
+            result = evaluate(method, {"validation": self.val_questions}, EvalSettings(batch_size=64, context_budget=self.config.context_tokens), show_progress=False)
             row["em"], row["f1"] = result["datasets"]["validation"]["em"], result["datasets"]["validation"]["f1"]
-        self.compressor.train()
+        self.encoder.train()
         return row
 
     def _bounds(self) -> dict:
@@ -218,7 +232,7 @@ class Trainer:
         if self.val_questions is not None and len(self.val_questions):
             from ..methods.zero_shot import FullContext
 
-            result = evaluate(FullContext(self.backbone), {"validation": self.val_questions}, EvalSettings(batch_size=64),
+            result = evaluate(FullContext(self.backbone), {"validation": self.val_questions}, EvalSettings(batch_size=64, context_budget=self.config.context_tokens),
                               show_progress=False)
             bounds["f1_full_context"] = result["datasets"]["validation"]["f1"]
         if self.is_main:
@@ -242,7 +256,8 @@ class Trainer:
         if self.resume_from is None:
             self.log({"kind": "environment", "step": 0, **environment(self.backbone.device)})
             self.log({"kind": "bounds", "step": 0, **self.bounds, "train_examples": len(self.split.train),
-                      "validation_examples": len(self.split.validation), "total_steps": self.total_steps})
+                      "validation_examples": len(self.split.validation), "total_steps": self.total_steps,
+                      "method": c.method, "trainable_parameters": self.trainable_parameters})
         started = time.perf_counter()
         timer = Timer(enabled=c.profile_steps > 0)
         window = {"examples": 0, "tokens": 0, "seconds": 0.0, "loss": 0.0, "parts": {}, "n": 0}
@@ -255,8 +270,8 @@ class Trainer:
                 tick = time.perf_counter()
                 examples = [self.split.train[i] for i in batches[self.position.micro]]
                 timer.enabled = self.position.step < c.profile_steps
-                with self.accelerator.accumulate(self.compressor):
-                    losses = batch_losses(self.backbone, self.compressor, examples, self.weights, self.marker,
+                with self.accelerator.accumulate(self.encoder):
+                    losses = batch_losses(self.backbone, self.encoder, examples, self.weights, self.marker,
                                           c.ae_tokens, timer)
                     self._share_token_counts(losses)
                     loss = combined_loss(losses, self.weights)
@@ -267,7 +282,7 @@ class Trainer:
                     if self.accelerator.sync_gradients and self.marker is not None and self.accelerator.num_processes > 1:
                         self.marker.vector.grad = self.accelerator.reduce(self.marker.vector.grad, reduction="mean")
                     if self.accelerator.sync_gradients:
-                        grad_norm = self.accelerator.clip_grad_norm_(self.compressor.parameters(), c.max_grad_norm)
+                        grad_norm = self.accelerator.clip_grad_norm_(self.encoder.parameters(), c.max_grad_norm)
                     self.optimizer.step()
                     if self.accelerator.sync_gradients:
                         self.scheduler.step()
@@ -320,6 +335,7 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         summary = {"status": "paused" if paused else "finished", "step": self.position.step,
+                   "method": c.method, "trainable_parameters": self.trainable_parameters,
                    "total_steps": self.total_steps, "train_seconds_this_call": round(train_seconds, 1),
                    "examples_per_second": round(train_examples * self.accelerator.num_processes / train_seconds, 2)
                    if train_seconds else None}

@@ -1,0 +1,371 @@
+"""The shared test matrix of methods: every registered method on tiny random Llama and Gemma3 backbones.
+
+For each method: prefixes of the right shape, evaluation through the common runner; for each
+trainable one also: one training step lowers the loss and never touches the backbone, and a
+save/load round trip gives identical prefixes. Then what is specific to the baselines (LoRA
+off in the decoder, the key/value prefix layout, ablation names) and their one-line errors.
+"""
+
+import pytest
+import torch
+
+from comprexit import CheckpointError, ComprExIT, ComprExITConfig, ConfigError, InputError
+from comprexit.decoding import greedy_answers
+from comprexit.evaluation.data import load_mrqa
+from comprexit.evaluation.runner import EvalSettings, evaluate
+from comprexit.methods import available_methods, create_method
+from comprexit.methods.trainable import ContextBatch, encoder_class, load_encoder, trainable_methods
+from comprexit.prefix import KVPrefix, KVPrefixBatch
+from comprexit.training.data import Example
+from comprexit.training.objectives import AutoencodeMarker, LossWeights, batch_losses, combined_loss, decoder_hidden, kv_decoder_hidden
+
+from tiny import tiny_backbone
+
+# small configs of every trainable method (fast on a CPU)
+CONFIGS = {
+    "comprexit": dict(window=16),
+    "icae": dict(lora_rank=4, max_context_tokens=64),
+    "500x": dict(lora_rank=4, max_context_tokens=64),
+    "prompt-tuning": dict(virtual_tokens=4),
+}
+CONTEXTS = [list(range(4, 40)), list(range(4, 11))]  # 36 and 7 tokens: 9 and 2 positions at 4x
+POSITIONS = {
+    "zero-shot": [36, 7], "no-context": [0, 0], "comprexit": [9, 2], "icae": [9, 2], "500x": [9, 2],
+    "prompt-tuning": [4 + 36, 4 + 7], "truncate-last": [9, 2], "truncate-first": [9, 2], "mean-pool": [9, 2],
+}
+EXAMPLES = [Example(tuple(range(5, 40)), tuple(range(40, 52))), Example(tuple(range(50, 70)), tuple(range(20, 30)), 4)]
+
+
+def fresh_encoder(name, backbone, seed=0, **changes):
+    cls = encoder_class(name)
+    torch.manual_seed(seed)
+    return cls.for_backbone(backbone, cls.config_class.from_dict({**CONFIGS[name], **changes}))
+
+
+def build(name, backbone):
+    if name in CONFIGS:
+        return create_method(name, backbone, encoder=fresh_encoder(name, backbone))
+    return create_method(name, backbone)
+
+
+def perturb(encoder, seed=1):
+    """Move every trainable tensor off its initial value (LoRA's B starts at zero)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+
+
+def test_the_matrix_covers_every_registered_method():
+    assert set(available_methods()) == set(POSITIONS)
+    assert set(trainable_methods()) == set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONS))
+def test_prefix_shapes(name, tiny):
+    prefix = build(name, tiny).prepare(CONTEXTS)
+    assert prefix.positions() == POSITIONS[name]
+    for entry, n, context in zip(prefix.embeds, POSITIONS[name], CONTEXTS):
+        if isinstance(entry, KVPrefix):
+            heads, dim = tiny.config.num_key_value_heads, tiny.config.head_dim
+            assert len(entry.keys) == len(entry.values) == tiny.identity.num_layers
+            assert all(t.shape == (heads, n, dim) for t in (*entry.keys, *entry.values))
+            assert entry.next_position == len(tiny.bos_ids) + len(context) + n
+        elif entry is not None:
+            assert entry.shape == (n, tiny.hidden_size) and torch.isfinite(entry).all()
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONS))
+def test_every_method_runs_through_the_shared_runner(name, qa_path, tiny):
+    results = evaluate(build(name, tiny), {"toy": load_mrqa(qa_path)}, EvalSettings(context_budget=40, batch_size=4),
+                       keep_predictions=True, show_progress=False)
+    toy = results["datasets"]["toy"]
+    assert toy["count"] == 12 and 0 <= toy["f1"] <= 100 and len(results["predictions"]["toy"]) == 12
+    assert toy["contexts_cut"] == sum(len(f"Box {i} holds a blue ball. ") * (i + 1) > 40 for i in range(6))
+    assert results["method"]["method"] == name
+    if name in CONFIGS:
+        assert results["method"]["trainable_parameters"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_one_training_step_lowers_the_loss_and_leaves_the_backbone(name, tiny):
+    encoder = fresh_encoder(name, tiny).train()
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    weights = LossWeights(1.0, 0.5, 0.5 if "ae" in encoder.objectives else 0.0)
+    marker = AutoencodeMarker(tiny.hidden_size, tiny.embedding_rms())
+    optimizer = torch.optim.Adam([*encoder.parameters(), *marker.parameters()], lr=1e-2)
+    first = combined_loss(batch_losses(tiny, encoder, EXAMPLES, weights, marker), weights)
+    first.backward()
+    assert all(p.grad is not None for p in encoder.parameters())
+    assert all(p.grad is None for p in tiny.model.parameters())
+    optimizer.step()
+    with torch.no_grad():
+        second = combined_loss(batch_losses(tiny, encoder, EXAMPLES, weights, marker), weights)
+    assert float(second) < float(first.detach())
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_save_load_round_trip_gives_identical_prefixes(name, tiny, tmp_path):
+    encoder = fresh_encoder(name, tiny)
+    perturb(encoder)
+    encoder.save_pretrained(tmp_path / "w")
+    loaded = load_encoder(tmp_path / "w", tiny, method=name)
+    assert type(loaded) is type(encoder) and loaded.config == encoder.config
+    assert set(loaded.state_dict()) == set(encoder.state_dict())  # only the trained tensors are saved
+    a = create_method(name, tiny, encoder=encoder).prepare(CONTEXTS).embeds
+    b = create_method(name, tiny, weights=tmp_path / "w").prepare(CONTEXTS).embeds
+    for x, y in zip(a, b):
+        if isinstance(x, KVPrefix):
+            assert x.next_position == y.next_position
+            assert all(torch.equal(p, q) for p, q in zip((*x.keys, *x.values), (*y.keys, *y.values)))
+        else:
+            assert torch.equal(x, y)
+
+
+def test_icae_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
+    """Checkpoints hold only the trained tensors, and resuming (adapter dropout included) is exact."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from comprexit.training.config import TrainConfig
+    from comprexit.training.trainer import Trainer
+
+    def config(run):
+        return TrainConfig(phase="ntp", data=[str(corpus)], output_dir=str(tmp_path / run), method="icae", lr=3e-3,
+                           batch_size=4, context_tokens=48, continuation_tokens=16, compressor=CONFIGS["icae"],
+                           validation_permille=150, val_examples=4, eval_every=100, save_every=3, max_steps=5, log_every=1,
+                           warmup_ratio=0.0, kl_weight=1.0)
+
+    backbone = tiny_backbone("llama")
+    Trainer(config("a"), backbone=backbone).train()
+    Trainer(config("b"), backbone=backbone).train(stop_at_step=3)
+    Trainer(config("b"), backbone=backbone, resume=True).train()
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+               if '"train"' in line] for run in "ab"]
+    assert losses[0] == losses[1]
+    a, b = (load_file(tmp_path / run / "final" / "comprexit.safetensors") for run in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    saved = load_file(tmp_path / "b" / "checkpoints" / "step-0000005" / "model.safetensors")
+    assert sum(t.numel() for t in saved.values()) == fresh_encoder("icae", backbone).parameter_count()
+
+
+# ---------------------------------------------------------------- ICAE and 500x: LoRA stays in the encoder
+def test_icae_decoder_is_the_plain_backbone(tiny):
+    from peft.tuners.lora import LoraLayer
+
+    encoder = fresh_encoder("icae", tiny)
+    perturb(encoder)
+    assert not any(isinstance(m, LoraLayer) for m in tiny.model.modules())  # the decoder holds no adapter
+    ids = torch.tensor([tiny.bos_ids + list(range(5, 30))])
+    plain = tiny.model(input_ids=ids).logits
+    with encoder.lora_model.disable_adapter():
+        off = encoder.lora_model(input_ids=ids).logits
+    on = encoder.lora_model(input_ids=ids).logits
+    assert torch.equal(off, plain)  # adapters disabled = the frozen backbone, weight for weight
+    assert not torch.allclose(on, plain)
+    lora_params = sum(p.numel() for n, p in encoder.named_parameters() if n.startswith("adapters."))
+    assert lora_params == sum(p.numel() for p in encoder.lora_model.parameters() if p.requires_grad)
+    assert encoder.parameter_count() == lora_params + encoder.memory.numel()
+
+
+def test_icae_gradient_checkpointing_gives_the_same_gradients():
+    backbone = tiny_backbone("llama")
+    grads = []
+    for checkpointing in (False, True):
+        encoder = fresh_encoder("icae", backbone, lora_dropout=0.0)
+        perturb(encoder)
+        if checkpointing:
+            encoder.enable_gradient_checkpointing()
+        encoder.train()
+        combined_loss(batch_losses(backbone, encoder, EXAMPLES, LossWeights()), LossWeights()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in encoder.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def frozen_kv(backbone, contexts):
+    """The frozen backbone's own cache over `[BOS] + context`: a key/value prefix whose meaning is known."""
+    from transformers import DynamicCache
+
+    rows = []
+    for context in contexts:
+        cache = DynamicCache()
+        backbone.model.base_model(input_ids=torch.tensor([backbone.bos_ids + context]), past_key_values=cache, use_cache=True)
+        rows.append(KVPrefix(tuple(layer.keys[0] for layer in cache.layers), tuple(layer.values[0] for layer in cache.layers),
+                             len(backbone.bos_ids) + len(context)))
+    return rows
+
+
+def test_kv_prefix_reads_like_the_full_sequence(tiny):
+    """`cache([BOS] + context) + [BOS] + targets` equals reading `[BOS] + context + [BOS] + targets` in full."""
+    contexts, targets = [list(range(5, 17)), list(range(30, 35))], [[40, 41, 42, 43], [44, 45]]
+    kv = KVPrefixBatch.stack(frozen_kv(tiny, contexts))
+    hidden, offsets = kv_decoder_hidden(tiny, kv, targets)
+    for row, (context, target) in enumerate(zip(contexts, targets)):
+        full, _ = decoder_hidden(tiny, tiny.embed(torch.tensor(context + tiny.bos_ids))[None], [len(context) + 1], [target])
+        n = len(tiny.bos_ids + target)
+        torch.testing.assert_close(hidden[row, :n], full[0, -n:], rtol=1e-4, atol=1e-5)
+    # decoding: a KV prefix answers like the same tokens read as a soft prefix
+    prompts = [[20, 21, 22], [23]]
+    as_kv = [greedy_answers(tiny, [p], [q], 6)[0] for p, q in zip(frozen_kv(tiny, contexts), prompts)]
+    as_embeds = [greedy_answers(tiny, [tiny.embed(torch.tensor(c + tiny.bos_ids))], [q], 6)[0] for c, q in zip(contexts, prompts)]
+    assert as_kv == as_embeds
+    if tiny.identity.model_type == "llama":  # no sliding window: batching (padding) changes nothing
+        assert greedy_answers(tiny, frozen_kv(tiny, contexts), prompts, 6) == as_kv
+
+
+def test_500x_memory_positions_continue_the_context(tiny):
+    encoder = fresh_encoder("500x", tiny)
+    with torch.no_grad():
+        prefix = encoder(ContextBatch([list(range(4, 40)), list(range(4, 11))]))
+    assert prefix.lengths == [9, 2] and prefix.next_positions == [1 + 36 + 9, 1 + 7 + 2]
+    assert prefix.mask().tolist()[1] == [0] * 7 + [1, 1]
+    assert all(float(k[1, :, :7].abs().sum()) == 0 for k in prefix.keys)  # left padding is zero
+
+
+# ---------------------------------------------------------------- ComprExIT's ablations by name
+def test_ablations_resolve_against_the_backbone():
+    cls = encoder_class("comprexit")
+    identity = tiny_backbone("llama").identity  # 3 layers: hidden states 0..3
+    build_config = cls.build_config
+    assert build_config({}, identity, "wo-allocation").allocation == "attention"
+    assert build_config({}, identity, "embedding-only").layers == (0,)
+    assert build_config({}, identity, "middle-layer").layers == (2,)
+    assert build_config({}, identity, "last-layer").layers == (3,)
+    assert build_config({"window": 16}, identity, "last-layer").window == 16
+    with pytest.raises(ConfigError, match="sets \\['layers'\\], which the method config sets differently"):
+        build_config({"layers": [1]}, identity, "last-layer")
+    with pytest.raises(ConfigError, match="has no ablation 'no-transport'.*wo-allocation"):
+        build_config({}, identity, "no-transport")
+    with pytest.raises(ConfigError, match="method 'icae' has no ablation 'last-layer' \\(it has none\\)"):
+        encoder_class("icae").check_ablation("last-layer")
+
+
+# ---------------------------------------------------------------- errors: one line, no deep traceback
+def test_weights_of_another_method_or_backbone_are_refused(tmp_path):
+    llama, gemma = tiny_backbone("llama"), tiny_backbone("gemma3")
+    fresh_encoder("icae", llama).save_pretrained(tmp_path / "icae")
+    ComprExIT.for_backbone(llama, ComprExITConfig(window=16)).save_pretrained(tmp_path / "cx")
+    with pytest.raises(CheckpointError, match="are for method 'icae', not '500x'"):
+        create_method("500x", llama, weights=tmp_path / "icae")
+    with pytest.raises(CheckpointError, match="are for method 'icae', not 'comprexit'"):
+        ComprExIT.from_pretrained(tmp_path / "icae", llama)
+    with pytest.raises(CheckpointError, match="are for method 'comprexit', not 'prompt-tuning'"):
+        create_method("prompt-tuning", llama, weights=tmp_path / "cx")
+    with pytest.raises(CheckpointError, match="was trained for backbone tiny-llama"):
+        create_method("icae", gemma, weights=tmp_path / "icae")
+    assert isinstance(load_encoder(tmp_path / "icae", llama).lora_model, torch.nn.Module)  # the folder names its method
+
+
+def test_bad_method_options_and_objectives_are_refused(tiny):
+    with pytest.raises(ConfigError, match="method 'icae' needs --weights DIR"):
+        create_method("icae", tiny)
+    with pytest.raises(ConfigError, match="method 'zero-shot' takes no weights option"):
+        create_method("zero-shot", tiny, weights="somewhere")
+    with pytest.raises(ConfigError, match="ratio must be an integer >= 1"):
+        create_method("mean-pool", tiny, ratio=0)
+    with pytest.raises(ConfigError, match="method 'truncate-last' has nothing to train; trainable methods: 500x"):
+        encoder_class("truncate-last")
+    with pytest.raises(ConfigError, match="'prompt-tuning' does not support the ae objective"):
+        encoder_class("prompt-tuning").check_objectives({"ce": 1.0, "kl": 0.0, "ae": 0.5})
+    with pytest.raises(ConfigError, match="500x reads the key/value cache"):
+        fresh_encoder("500x", tiny).enable_gradient_checkpointing()
+    with pytest.raises(ConfigError, match="gradient checkpointing does not apply"):
+        fresh_encoder("prompt-tuning", tiny).enable_gradient_checkpointing()
+    with pytest.raises(ConfigError, match="lora_dropout must be in"):
+        fresh_encoder("icae", tiny, lora_dropout=1.5)
+    with pytest.raises(ConfigError, match=r"unknown ICAE config field\(s\) \['rank'\]"):
+        fresh_encoder("icae", tiny, rank=8)
+    with pytest.raises(ConfigError, match="LoRA adapters cannot be placed"):
+        fresh_encoder("500x", tiny, lora_targets=["no_such_proj"])
+    with pytest.raises(InputError, match="icae was built for contexts of at most 64 tokens"):
+        build("icae", tiny).prepare([list(range(4, 90))])
+
+
+# ---------------------------------------------------------------- the command line, end to end
+TRAIN_OPTIONS = ["--max-steps", "2", "--batch-size", "4", "--context-tokens", "48", "--continuation-tokens", "16",
+                 "--validation-permille", "150", "--val-examples", "4", "--val-questions", "4", "--eval-every", "2",
+                 "--save-every", "100", "--mixed-precision", "no", "--preset", "paper"]
+METHOD_OPTIONS = {
+    "icae": ["--method-config", '{"lora_rank": 4, "max_context_tokens": 64}', "--gradient-checkpointing"],
+    "500x": ["--method-config", '{"lora_rank": 4, "max_context_tokens": 64}', "--ae-weight", "0.5"],
+    "prompt-tuning": ["--method-config", '{"virtual_tokens": 4}', "--kl-weight", "1"],
+    "comprexit": ["--method-config", '{"window": 16}', "--ablation", "wo-allocation"],
+}
+
+
+@pytest.fixture(scope="module")
+def backbone_folder(tmp_path_factory):
+    from tiny import save_tiny_backbone
+
+    return save_tiny_backbone("llama", tmp_path_factory.mktemp("backbone"))
+
+
+def cli(capsys, *argv):
+    from comprexit.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_OPTIONS))
+def test_train_both_phases_and_evaluate_from_the_command_line(name, capsys, tmp_path, backbone_folder, corpus, qa_file, qa_path):
+    import json
+
+    common = ["--method", name, "--backbone", backbone_folder, *TRAIN_OPTIONS]
+    code, out, err = cli(capsys, "train", "ntp", *common, *METHOD_OPTIONS[name], "--data", corpus, "-o", tmp_path / "ntp")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    meta = json.loads((tmp_path / "ntp" / "final" / "comprexit_config.json").read_text())
+    assert meta["method"] == name and meta["parameters"] == summary["trainable_parameters"] > 0
+    if name == "comprexit":
+        assert meta["config"]["allocation"] == "attention"
+    code, _, err = cli(capsys, "train", "sft", *common, "--init", tmp_path / "ntp" / "final", "--data", qa_file,
+                       "-o", tmp_path / "sft")
+    assert code == 0, err
+    validation = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert any(row["kind"] == "validation" and "f1" in row for row in validation)
+    code, out, err = cli(capsys, "eval", "--method", name, "--weights", tmp_path / "sft" / "best", "--backbone",
+                         backbone_folder, "--data", qa_path, "--limit", "4", "--context-budget", "48", "--device", "cpu",
+                         "--no-progress", "-o", tmp_path / "eval.json")
+    assert code == 0, err
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["method"]["method"] == name and results["method"]["trainable_parameters"] == meta["parameters"]
+    assert results["datasets"]["toy_eval"]["count"] == 4
+
+
+@pytest.mark.parametrize("name", ["truncate-last", "truncate-first", "mean-pool"])
+def test_training_free_baselines_from_the_command_line(name, capsys, tmp_path, backbone_folder, qa_path):
+    import json
+
+    code, _, err = cli(capsys, "eval", "--method", name, "--ratio", "2", "--backbone", backbone_folder, "--data", qa_path,
+                       "--limit", "4", "--device", "cpu", "--no-progress", "-o", tmp_path / "r.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["method"] == {"method": name, "ratio": 2}
+
+
+def one_line_error(code, err, pattern):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert pattern in lines[0], lines[0]
+
+
+def test_command_line_errors_are_one_line(capsys, tmp_path, backbone_folder, corpus, qa_path):
+    ComprExIT.for_backbone(tiny_backbone("llama"), ComprExITConfig(window=16)).save_pretrained(tmp_path / "cx")
+    code, _, err = cli(capsys, "eval", "--method", "icae", "--weights", tmp_path / "cx", "--backbone", backbone_folder,
+                       "--data", qa_path, "--device", "cpu")
+    one_line_error(code, err, "are for method 'comprexit', not 'icae'")
+    code, _, err = cli(capsys, "eval", "--method", "zero-shot", "--ratio", "4", "--backbone", backbone_folder,
+                       "--data", qa_path, "--device", "cpu")
+    one_line_error(code, err, "method 'zero-shot' takes no ratio option")
+    train = ["train", "ntp", "--backbone", backbone_folder, "--data", corpus, "-o", tmp_path / "run"]
+    one_line_error(*cli(capsys, *train, "--method", "truncate-last")[::2], "has nothing to train")
+    one_line_error(*cli(capsys, *train, "--method", "icea")[::2], "unknown method 'icea'")
+    one_line_error(*cli(capsys, *train, "--method", "icae", "--ablation", "last-layer")[::2], "has no ablation")
+    one_line_error(*cli(capsys, *train, "--method", "prompt-tuning", "--ae-weight", "1")[::2], "does not support the ae objective")
+    one_line_error(*cli(capsys, *train, "--method", "icae", "--init", tmp_path / "cx", "--max-steps", "1")[::2],
+                   "are for method 'comprexit', not 'icae'")
+    one_line_error(*cli(capsys, *train, "--method", "icae", "--context-tokens", "600")[::2], "at most 512 tokens")
+    assert not (tmp_path / "run" / "final").exists()
