@@ -87,4 +87,4 @@ def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
 
 
 def _import_builtin_methods() -> None:
-    from . import comprexit, zero_shot  # noqa: F401  (registration happens on import)
+    from . import comprexit, llmlingua, zero_shot  # noqa: F401  (registration happens on import)
