@@ -107,4 +107,13 @@ def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
 
 def _import_builtin_methods() -> None:
     # registration happens on import
-    from . import comprexit, compressor_500x, icae, mean_pool, prompt_tuning, truncation, zero_shot  # noqa: F401
+    from . import (  # noqa: F401
+        comprexit,
+        compressor_500x,
+        icae,
+        llmlingua,
+        mean_pool,
+        prompt_tuning,
+        truncation,
+        zero_shot,
+    )
