@@ -37,3 +37,24 @@ def test_bench_writes_results_markdown_and_plot(tmp_path, capsys):
 def test_bench_refuses_bad_size_lists(tmp_path, capsys):
     code = main(["bench", "--compress-sizes", "512by32", "-o", str(tmp_path / "x.json")])
     assert code == 2 and "bad size list" in capsys.readouterr().err
+
+
+def test_compiled_compressor_gives_the_eager_slots():
+    """torch.compile (what `bench --compile-mode` times) must not change the result: relative error < 1e-4."""
+    import torch
+
+    from comprexit import BackboneIdentity, ComprExIT, ComprExITConfig
+    from comprexit.bench.compression import compiled_copy
+
+    identity = BackboneIdentity("toy", "llama", hidden_size=32, num_layers=3, vocab_size=100)
+    torch.manual_seed(0)
+    eager = ComprExIT(ComprExITConfig(window=16, embedding_skip=True), identity)
+    with torch.no_grad():
+        eager.projector.net[2].weight.normal_(0, 0.05)
+    hidden = torch.randn(2, 40, 4, 32)
+    mask = torch.arange(40)[None] < torch.tensor([[40], [23]])
+    compiled = compiled_copy(eager, "default")
+    with torch.no_grad():
+        expected, got = eager(hidden, mask), compiled(hidden, mask)
+    assert torch.equal(got.mask, expected.mask)
+    assert (got.slots - expected.slots).norm() / expected.slots.norm() < 1e-4

@@ -5,8 +5,11 @@ import warnings
 import pytest
 import torch
 
+from comprexit.decoding import greedy_answers
 from comprexit.document import CompressedDocument
+from comprexit.prompting import DEFAULT_TEMPLATE, PromptTemplate, postprocess_answer
 from comprexit.reader import Reader, UntrainedCompressorWarning
+from comprexit.weights import shipped_compressor_dir
 
 pytestmark = pytest.mark.slow
 
@@ -16,11 +19,35 @@ DOCUMENT = (
 )
 
 
+# A made-up station, so the answer can only come from the document (the model cannot know it).
+FICTION = (
+    "The Harrowby Point lighthouse stands on a granite headland at the northern end of Keel Bay. "
+    "The light was fully automated in 1989, and the last keeper, Thomas Reed, left the headland that autumn. "
+    "Since 2004 the keepers' cottages have housed a small museum."
+)
+
+
 @pytest.fixture(scope="module")
 def reader(gemma):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedCompressorWarning)
+        warnings.simplefilter("error", UntrainedCompressorWarning)  # the shipped weights must be found
         return Reader.load(backbone=gemma)
+
+
+def test_shipped_compressor_is_the_trained_default(reader):
+    folder = shipped_compressor_dir(reader.backbone.identity)
+    assert folder is not None and (folder / "comprexit.safetensors").is_file()
+    assert reader.compressor.config.embedding_skip  # the recipe the results describe
+    weights = reader.compressor.projector.net[2].weight
+    assert weights.abs().sum() > 0  # trained: the skip's zero-initialised output layer has moved
+
+
+def test_shipped_compressor_answers_from_the_compressed_document(reader):
+    question = "Who was the last keeper?"
+    assert reader.ask(reader.compress(FICTION), [question]) == ["Thomas Reed"]
+    prompt = reader.backbone.tokenize(PromptTemplate(DEFAULT_TEMPLATE).render(question))
+    without = postprocess_answer(greedy_answers(reader.backbone, [None], [prompt])[0])
+    assert "reed" not in without.lower()  # the frozen model alone does not know it
 
 
 def test_bundled_backbone_is_a_frozen_dense_model(gemma):

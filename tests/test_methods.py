@@ -57,7 +57,8 @@ def perturb(encoder, seed=1):
 
 
 def test_the_matrix_covers_every_registered_method():
-    assert set(available_methods()) == set(POSITIONS)
+    # llmlingua keeps *at most* the budget of tokens and needs an optional package: tests/test_llmlingua.py
+    assert set(available_methods()) - {"llmlingua"} == set(POSITIONS)
     assert set(trainable_methods()) == set(CONFIGS)
 
 

@@ -142,8 +142,19 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
   wait
 }
 
-step_bench() {  # issue 7: compression cost and serving speed/memory on the GPU (bf16, sdpa)
-  quiet $RUNS/bench.log $CX bench --compressor "${BENCH_COMPRESSOR:-$RUNS/sft/best}" \
+step_free_baselines() {  # issue 6: the methods that need no training, side by side
+  mkdir -p $RUNS/baselines
+  for method in truncate-last truncate-first mean-pool llmlingua; do
+    ( $CX eval --method $method --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
+        --output $RUNS/baselines/$method.json > $RUNS/baselines_$method.log 2>&1 || echo "FAILED: $method";
+      tail -2 $RUNS/baselines_$method.log ) & sleep 2
+  done
+  wait
+  pack baselines baselines baselines_*.log
+}
+
+step_bench() {  # issue 7: compression cost and serving speed/memory on the GPU (bf16, sdpa), shipped compressor
+  quiet $RUNS/bench.log $CX bench ${BENCH_COMPRESSOR:+--compressor $BENCH_COMPRESSOR} --compile-mode reduce-overhead \
     -o $RUNS/bench/gpu.json
   pack bench bench bench.log
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..backbone import Backbone
@@ -46,10 +48,24 @@ def compressor_breakdown(backbone: Backbone, compressor: ComprExIT, contexts: li
     return parts
 
 
+def compiled_copy(compressor: ComprExIT, mode: str) -> ComprExIT:
+    """A copy whose forward runs through torch.compile: the eager compressor is launch-bound on a GPU
+    (30 Sinkhorn iterations of small kernels), which fusion and, with mode='reduce-overhead', CUDA
+    graphs remove."""
+    compiled = copy.deepcopy(compressor)
+    compiled.compile(mode=mode, dynamic=False)
+    return compiled
+
+
 def compression_cost(
-    backbone: Backbone, compressor: ComprExIT, tokens: int, count: int, repeats: int = 5
+    backbone: Backbone, compressor: ComprExIT, tokens: int, count: int, repeats: int = 5,
+    compile_mode: str | None = None,
 ) -> dict:
-    """Median seconds of the encoder pass alone and of full compression, the parts, peak memory."""
+    """Median seconds of the encoder pass alone and of full compression, the parts, peak memory.
+
+    With `compile_mode`, also the compressor compiled with torch.compile in that mode (after
+    warm-up, so compilation time is excluded; it is reported separately).
+    """
     contexts = random_contexts(backbone, tokens, count)
     device = backbone.device
     row: dict = {"tokens": tokens, "contexts": count}
@@ -67,4 +83,36 @@ def compression_cost(
     parts = [compressor_breakdown(backbone, compressor, contexts) for _ in range(3)]
     row["parts_seconds"] = {k: sorted(p[k] for p in parts)[1] for k in parts[0]}
     row["tokens_per_second"] = tokens * count / row["compress_seconds"]
+    if compile_mode:
+        row.update(_compiled_cost(backbone, compressor, contexts, compile_mode, autocast, repeats, row["encoder_seconds"]))
     return row
+
+
+def _compiled_cost(backbone, compressor, contexts, mode, autocast, repeats, encoder_seconds) -> dict:
+    with torch.no_grad():
+        encoded = backbone.encode(contexts)
+    try:
+        compiled = compiled_copy(compressor, mode)
+        start = _now(backbone.device)
+        with torch.no_grad(), torch.autocast(**autocast):
+            for _ in range(3):  # compile, then let CUDA graphs record
+                compiled.compress(encoded)
+        warmup = _now(backbone.device) - start
+    except Exception as error:  # a missing compiler toolchain must not sink the whole benchmark
+        return {"compile_mode": mode, "compile_error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+
+    def compress():
+        with torch.no_grad(), torch.autocast(**autocast):
+            compiled.compress(backbone.encode(contexts))
+
+    seconds = median_seconds(compress, backbone.device, repeats)
+    return {"compile_mode": mode, "compile_warmup_seconds": round(warmup, 2), "compress_compiled_seconds": seconds,
+            "overhead_share_compiled": seconds / encoder_seconds - 1}
+
+
+def _now(device: torch.device) -> float:
+    import time
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -21,6 +21,7 @@ class BenchSettings:
     repeats: int = 5
     ask_document_tokens: int | None = 2000
     ask_questions: int = 4
+    compile_mode: str | None = None  # also time the compressor under torch.compile in this mode
 
 
 def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
@@ -36,7 +37,8 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
     }
     for tokens, count in settings.compress_sizes:
         progress(f"compression {tokens} x {count}")
-        results["compression"].append(compression_cost(reader.backbone, reader.compressor, tokens, count, settings.repeats))
+        results["compression"].append(compression_cost(reader.backbone, reader.compressor, tokens, count, settings.repeats,
+                                                        settings.compile_mode))
     for length in settings.serve_lengths:
         for new_tokens in settings.new_tokens:
             progress(f"serving {length} tokens, batch {settings.batch}, {new_tokens} new tokens")
@@ -86,6 +88,20 @@ def bench_markdown(results: dict) -> str:
             f"| {1000 * parts['width_other']:.1f} ms | {1000 * parts['projector']:.1f} ms "
             f"| {'-' if peak is None else f'{peak / 2**30:.2f} GiB'} |"
         )
+    compiled = [row for row in results["compression"] if row.get("compile_mode")]
+    if compiled:
+        lines += ["", f"Compiled compressor (`torch.compile`, mode `{compiled[0]['compile_mode']}`; warm-up excluded):", "",
+                  "| tokens x contexts | encoder pass | encoder + compiled compressor | overhead | compile warm-up |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in compiled:
+            if "compile_error" in row:
+                lines.append(f"| {row['tokens']} x {row['contexts']} | failed: {row['compile_error']} | | | |")
+                continue
+            lines.append(
+                f"| {row['tokens']} x {row['contexts']} | {1000 * row['encoder_seconds']:.1f} ms "
+                f"| {1000 * row['compress_compiled_seconds']:.1f} ms | {100 * row['overhead_share_compiled']:+.1f}% "
+                f"| {row['compile_warmup_seconds']:.1f} s |"
+            )
     lines += [
         "",
         "## Serving many questions over one document (per question, batch of questions)",

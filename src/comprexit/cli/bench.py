@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--new-tokens", default="20,128", help="generated tokens per question, comma-separated")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ask-tokens", type=int, default=2000, help="document size of the interactive-ask timing (0: skip)")
+    parser.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                        help="also time the compressor under torch.compile in this mode")
     parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
     add_compressor_option(parser)
     add_backbone_options(parser)
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         settings = BenchSettings(
             compress_sizes=[(t, c) for t, c in sizes], serve_lengths=_ints(args.serve_lengths), batch=args.batch,
             new_tokens=_ints(args.new_tokens), repeats=args.repeats, ask_document_tokens=args.ask_tokens or None,
+            compile_mode=args.compile_mode,
         )
     except ValueError as error:
         raise InputError(f"bad size list: {error}") from error
