@@ -4,17 +4,22 @@
 # Staging (../shared/device/README.md): calls 1..N-1 copy one piece each,
 #   mkdir -p /root/stage && cp .device/sK/* /root/stage/
 # and the last call copies its piece and then runs, e.g.
-#   COMPREXIT_COMMIT=<sha> bash scripts/device/session.sh setup bounds levers
-# Later calls on the same warm machine run further steps:  bash scripts/device/session.sh long sft eval
+#   COMPREXIT_COMMIT=<sha> bash scripts/device/session.sh setup levers
+# Later calls on the same warm machine run further steps (COMPREXIT_COMMIT every time), e.g.
+#   COMPREXIT_COMMIT=<sha> MINUTES=5 STEPS="final_ntp paper" bash scripts/device/session.sh together
+#   COMPREXIT_COMMIT=<sha> STEPS="final_sft paper_eval" bash scripts/device/session.sh together final_eval
 #
-# Measured on an H100 (2026-11-23): setup 1.8 min (unpacking, converting the model once),
-# bounds 2.8 min, one 300-step lever 1.5-3 min including ~40 s of loading, validation and
-# checkpoints; training runs at 100-135 examples/s. A call may run 10 minutes: plan 2-4
-# levers per call, and start the next call within 30 s or the stage is lost.
+# Measured on an H100 (2026-11-23): setup 1.8 min (unpacking, converting the model once);
+# one training run alone makes 125-160 examples/s; four side by side ~210-230 in total
+# (12-17 GB each, 24 GB with autoencoding: at most four beside each other on 80 GB), a
+# 300-step lever then takes ~3 min plus ~1 min of loading and validation; evaluation of the
+# four eval files 1-1.5 min; `bench` 4.5 min. A call may run 10 minutes and a machine is
+# held at most 30 minutes; start the next call within 30 s or the stage is lost.
 #
 # Everything a step produces lands in /root/stage/runs (kept while the machine is warm) and is
 # packed into $OUT/<step>.tgz at the end of the step, so results survive a cold machine.
 set -euo pipefail
+: "${COMPREXIT_COMMIT:?set COMPREXIT_COMMIT=<sha of the carried tree>: the device copy has no .git of its own}"
 STAGE=/root/stage
 RUNS=$STAGE/runs
 DATA=$STAGE/data
@@ -70,7 +75,7 @@ ntp() {  # ntp NAME [train options]: a short NTP run of the sweep (runs side by 
 # One NTP lever at a time against the paper preset, LEVER_STEPS x 32 each, all side by side on
 # the one GPU (a 270M backbone leaves it mostly idle in one process). Runs that the time limit
 # cuts compare at the last validation step all of them reached (`comprexit summarize`).
-# LEVERS selects a subset (default: all), e.g. LEVERS="skip skip_kl" bash scripts/device/session.sh levers
+# LEVERS selects them (default: the first four; at most four fit beside each other), e.g. LEVERS="ae nonorm skip skip_kl"
 SKIP='{"embedding_skip": true}'
 lever_paper()    { ntp a_paper --preset paper --max-steps "${LEVER_STEPS:-300}"; }
 lever_lr()       { ntp b_lr5e-4 --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4; }
@@ -84,7 +89,7 @@ lever_skip_kl()  { ntp i_skip_kl --preset paper --max-steps "${LEVER_STEPS:-300}
 lever_skip_kl_ae() { ntp j_skip_kl_ae --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1 --ae-weight 0.5 --compressor-config "$SKIP"; }
 
 step_levers() {
-  for lever in ${LEVERS:-paper lr scale kl ae nonorm skip skip_kl skip_kl_ae}; do "lever_$lever" & sleep 3; done
+  for lever in ${LEVERS:-paper lr scale kl}; do "lever_$lever" & sleep 3; done
   wait
   nvidia-smi --query-gpu=memory.used --format=csv
   $CX summarize $RUNS/sweep/*/ --title "NTP levers side by side on one GPU (Gemma-3-270M, 4x, batch 32)" \

@@ -67,8 +67,14 @@ class Reader:
         dtype: str | None = "auto",
         template: PromptTemplate | None = None,
         chunk_tokens: int = 512,
+        compile_mode: str | None = None,
     ) -> "Reader":
-        """Load a backbone (default: bundled) and a compressor folder (default: the shipped one)."""
+        """Load a backbone (default: bundled) and a compressor folder (default: the shipped one).
+
+        compile_mode: run the compressor through `torch.compile` in this mode ("reduce-overhead"
+        on a GPU: the eager compressor is launch-bound; results/bench/h100.md measures both).
+        The first compression of each new shape then pays the compilation (~15-20 s).
+        """
         if not isinstance(backbone, Backbone):
             backbone = Backbone.load(backbone, device=device, dtype=dtype)
         if compressor is None:
@@ -85,6 +91,8 @@ class Reader:
             model, name = ComprExIT.for_backbone(backbone, ComprExITConfig()), "untrained"
         else:
             model, name = ComprExIT.from_pretrained(compressor, backbone), str(compressor)
+        if compile_mode is not None:
+            model.compile(mode=compile_mode, dynamic=False)
         return cls(backbone, model, template=template, chunk_tokens=chunk_tokens, compressor_name=name)
 
     # ------------------------------------------------------------------ limits

@@ -44,6 +44,11 @@ def current_commit() -> str:
         return os.environ["COMPREXIT_COMMIT"]
     try:
         root = Path(__file__).resolve().parents[3]
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if Path(top).resolve() != root:  # a copy without .git inside some other repository: not our commit
+            return "unknown"
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()

@@ -69,8 +69,9 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
     for r in runs:
         recipe = r["recipe"]
         knobs = [f"lr {recipe['lr']:g}", f"batch {recipe['batch_size']}", f"ce {recipe['ce_weight']:g}"]
-        if recipe.get("method", "comprexit") != "comprexit" or recipe.get("ablation"):
-            knobs.insert(0, " ".join(filter(None, [recipe.get("method"), recipe.get("ablation")])))
+        named = " ".join(filter(None, [recipe.get("method"), recipe.get("ablation")]))
+        if named and named != "comprexit":  # runs from before the method field say nothing: ComprExIT
+            knobs.insert(0, named)
         if recipe.get("kl_weight"):
             knobs.append(f"kl {recipe['kl_weight']:g}")
         if recipe.get("ae_weight"):
