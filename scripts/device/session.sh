@@ -20,7 +20,7 @@
 # packed into $OUT/<step>.tgz at the end of the step, so results survive a cold machine.
 set -euo pipefail
 : "${COMPREXIT_COMMIT:?set COMPREXIT_COMMIT=<sha of the carried tree>: the device copy has no .git of its own}"
-STAGE=/root/stage
+STAGE=${STAGE:-/root/stage}
 RUNS=$STAGE/runs
 DATA=$STAGE/data
 export PYTHONPATH=/root/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
@@ -145,6 +145,53 @@ step_paper_eval() {
 step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final_ntp paper"
   for s in $STEPS; do ( "step_$s" ) & sleep 3; done
   wait
+}
+
+# Issue 6: every trained method gets the shipped recipe's budget (NTP 890 steps with the QA
+# contexts as extra text, then the `extended` SFT, 2 epochs) and the same evaluation. Four
+# chains fit side by side; at ~55 examples/s each, one chain needs about two 10-minute calls.
+# Each call re-runs the same step: finished phases are skipped, paused ones resume, and every
+# phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540).
+left_minutes() { python3 -c "import time; print(round(max(0.1, ($DEADLINE - time.time()) / 60), 2))"; }
+
+phase() {  # phase DIR [train args]: train into DIR until done or the deadline, resuming if it paused before
+  local dir=$1; shift
+  [ -d "$dir/final" ] && return 0
+  local resume=(); [ -d "$dir/checkpoints" ] && resume=(--resume)
+  quiet "$dir.log" $CX train "$@" --output-dir "$dir" --batch-size 32 --eval-every 150 --save-every 100000 \
+    --log-every 20 --max-minutes "$(left_minutes)" "${resume[@]}"
+}
+
+chain() {  # chain NAME METHOD [train options shared by both phases]: NTP, SFT, evaluation
+  local name=$1 method=$2; shift 2
+  phase $RUNS/$name/ntp ntp --method $method --data $NTP_FILE --extra-ntp $SFT_FILES --max-steps "${NTP_STEPS:-890}" "$@"
+  [ -d $RUNS/$name/ntp/final ] || return 0
+  phase $RUNS/$name/sft sft --method $method --init $RUNS/$name/ntp/final --data $SFT_FILES --epochs "${SFT_EPOCHS:-2}" "$@"
+  [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) < 120)" && \
+    $CX eval --method $method --weights $RUNS/$name/sft/best --data $EVAL_FILES --limit 1000 --batch-size 64 \
+      --no-progress --label "$name" --output $RUNS/eval/$name.json | tail -1
+  return 0
+}
+
+chain_prompt_tuning() { chain prompt_tuning prompt-tuning; }
+chain_icae()          { chain icae icae; }
+chain_500x()          { chain 500x 500x; }
+chain_comprexit_seed1() { chain comprexit_seed1 comprexit --seed 1; }
+chain_icae_seed1()    { chain icae_seed1 icae --seed 1; }
+chain_wo_allocation() { chain wo_allocation comprexit --ablation wo-allocation; }
+chain_embedding_only() { chain embedding_only comprexit --ablation embedding-only; }
+chain_middle_layer()  { chain middle_layer comprexit --ablation middle-layer; }
+chain_last_layer()    { chain last_layer comprexit --ablation last-layer; }
+chain_comprexit_8x()  { chain comprexit_8x comprexit --method-config '{"ratio": 8}'; }
+chain_icae_8x()       { chain icae_8x icae --method-config '{"ratio": 8}'; }
+chain_comprexit_16x() { chain comprexit_16x comprexit --method-config '{"ratio": 16}'; }
+chain_icae_16x()      { chain icae_16x icae --method-config '{"ratio": 16}'; }
+
+step_baselines() {  # CHAINS="icae 500x prompt_tuning comprexit_seed1" (at most four side by side)
+  DEADLINE=$(( $(date +%s) + ${CALL_SECONDS:-540} ))
+  for c in ${CHAINS:-prompt_tuning icae 500x comprexit_seed1}; do ( "chain_$c" ) & sleep 3; done
+  wait
+  PACK_WEIGHTS=0 pack baselines_trained ${CHAINS:-prompt_tuning icae 500x comprexit_seed1} eval
 }
 
 step_free_baselines() {  # issue 6: the methods that need no training, side by side
