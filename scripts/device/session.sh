@@ -116,8 +116,8 @@ sft() {  # sft NAME INIT [train options]: QA fine-tuning from a compressor folde
     --batch-size 32 --eval-every 150 --save-every 100000 --log-every 20 "$@"
 }
 
-evaluate() {  # evaluate NAME WEIGHTS LABEL: the four eval files, first 1000 questions each
-  $CX eval --method comprexit --weights "$2" --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
+evaluate() {  # evaluate NAME WEIGHTS LABEL [METHOD]: the four eval files, first 1000 questions each
+  $CX eval --method "${4:-comprexit}" --weights "$2" --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
     --label "$3" --output $RUNS/eval/$1.json | tail -3
 }
 
@@ -171,8 +171,7 @@ chain() {  # chain NAME METHOD [train options shared by both phases]: NTP, SFT, 
   [ -d $RUNS/$name/ntp/final ] || return 0
   phase $RUNS/$name/sft sft --method $method --init $RUNS/$name/ntp/final --data $SFT_FILES --epochs "${SFT_EPOCHS:-2}" "$@"
   [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) < 120)" && \
-    $CX eval --method $method --weights $RUNS/$name/sft/best --data $EVAL_FILES --limit 1000 --batch-size 64 \
-      --no-progress --label "$name" --output $RUNS/eval/$name.json | tail -1
+    evaluate $name $RUNS/$name/sft/best "$name" $method
   return 0
 }
 

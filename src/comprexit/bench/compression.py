@@ -91,13 +91,12 @@ def compression_cost(
 def _compiled_cost(backbone, compressor, contexts, mode, autocast, repeats, encoder_seconds) -> dict:
     with torch.no_grad():
         encoded = backbone.encode(contexts)
+    warmup = SectionTimer(backbone.device)
     try:
         compiled = compiled_copy(compressor, mode)
-        start = _now(backbone.device)
-        with torch.no_grad(), torch.autocast(**autocast):
+        with warmup.section("warmup"), torch.no_grad(), torch.autocast(**autocast):
             for _ in range(3):  # compile, then let CUDA graphs record
                 compiled.compress(encoded)
-        warmup = _now(backbone.device) - start
     except Exception as error:  # a missing compiler toolchain must not sink the whole benchmark
         return {"compile_mode": mode, "compile_error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
 
@@ -106,13 +105,5 @@ def _compiled_cost(backbone, compressor, contexts, mode, autocast, repeats, enco
             compiled.compress(backbone.encode(contexts))
 
     seconds = median_seconds(compress, backbone.device, repeats)
-    return {"compile_mode": mode, "compile_warmup_seconds": round(warmup, 2), "compress_compiled_seconds": seconds,
-            "overhead_share_compiled": seconds / encoder_seconds - 1}
-
-
-def _now(device: torch.device) -> float:
-    import time
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return {"compile_mode": mode, "compile_warmup_seconds": round(warmup.seconds["warmup"], 2),
+            "compress_compiled_seconds": seconds, "overhead_share_compiled": seconds / encoder_seconds - 1}
