@@ -13,7 +13,7 @@
 #   COMPREXIT_COMMIT=<sha> STEPS="final_sft paper_eval" bash scripts/device/session.sh together final_eval
 #
 # Measured on an H100 (2026-11-23): setup 1.8 min (unpacking, converting the model once);
-# one training run alone makes 125-160 examples/s; four side by side ~210-230 in total
+# one training run alone makes 107-135 examples/s; four side by side 208-226 in total
 # (12-17 GB each, 24 GB with autoencoding: at most four beside each other on 80 GB), a
 # 300-step lever then takes ~3 min plus ~1 min of loading and validation; evaluation of the
 # four eval files 1-1.5 min; `bench` 4.5 min. A call may run 10 minutes and a machine is
