@@ -109,3 +109,22 @@ def test_corrupt_compressed_document(capsys, tmp_path):
     path.write_bytes(b"\x00" * 64)
     code, _, err = run_cli(capsys, "ask", "--compressed", path, "Who?")
     assert_clean_error(code, err, "not a comprexit compressed document")
+
+
+def test_resume_takes_new_session_settings_but_refuses_a_changed_recipe(tmp_path):
+    """A device call that resumes has its own time limit; a changed learning rate must not pass silently."""
+    import argparse
+
+    from comprexit.cli import train as train_cli
+    from comprexit.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_parser(parser.add_subparsers())
+    common = ["train", "ntp", "--data", "corpus.jsonl", "-o", str(tmp_path)]
+    first = train_cli.build_config(parser.parse_args(common + ["--max-minutes", "8", "--lr", "5e-4"]))
+    (tmp_path / "train_config.json").write_text(json.dumps(first.to_dict()))
+
+    resumed = train_cli.build_config(parser.parse_args(common + ["--resume", "--max-minutes", "3", "--lr", "5e-4"]))
+    assert resumed.max_minutes == 3 and resumed.lr == 5e-4
+    with pytest.raises(ConfigError, match="--lr"):
+        train_cli.build_config(parser.parse_args(common + ["--resume", "--lr", "1e-3"]))

@@ -335,6 +335,9 @@ def test_train_both_phases_and_evaluate_from_the_command_line(name, capsys, tmp_
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["method"]["method"] == name and results["method"]["trainable_parameters"] == meta["parameters"]
     assert results["datasets"]["toy_eval"]["count"] == 4
+    # the eval records what training the weights cost, both phases, first one first
+    assert [(p["phase"], p["steps"]) for p in results["training"]] == [("ntp", summary["step"]), ("sft", 2)]
+    assert all(p["train_seconds"] > 0 for p in results["training"])
 
 
 @pytest.mark.parametrize("name", ["truncate-last", "truncate-first", "mean-pool"])

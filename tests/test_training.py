@@ -160,3 +160,9 @@ def test_runs_cut_at_different_steps_compare_at_their_last_common_validation():
     assert common_validation_step(runs) == 100
     assert validation_at(runs[0], 100)["ce"] == 3.8
     assert common_validation_step([{"validations": []}]) is None
+    by_examples = [  # batch 64 validated every 25 steps, batch 32 every 50: they meet at equal examples
+        {"validations": [{"step": 25, "examples": 1600}, {"step": 50, "examples": 3200}, {"step": 75, "examples": 4800}]},
+        {"validations": [{"step": 50, "examples": 1600}, {"step": 100, "examples": 3200}]},
+    ]
+    assert common_validation_step(by_examples, by="examples") == 3200
+    assert validation_at(by_examples[0], 3200, by="examples")["step"] == 50

@@ -34,6 +34,10 @@ EVAL_FILES="$DATA/squad_eval.jsonl.gz $DATA/nq_eval.jsonl.gz $DATA/drop_ood.json
 SFT_FILES="$DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
 NTP_FILE=$DATA/ntp_debian_docs.jsonl.gz
 mkdir -p "$RUNS" "$OUT"
+# A dry run on a CPU (STAGE=<folder with data/>) shrinks every run: EXTRA_TRAIN_ARGS is appended
+# to each training command (e.g. "--batch-size 2 --max-steps 2 --val-examples 4 --val-questions 4"),
+# EVAL_LIMIT replaces the 1000 questions per eval file.
+read -r -a EXTRA <<< "${EXTRA_TRAIN_ARGS:-}"
 
 pack() {  # pack NAME PATH...: one archive per step keeps $OUT under its 8-file limit (16 MiB each)
   # optimizer checkpoints stay behind; set PACK_WEIGHTS=0 to leave compressor weights behind too
@@ -72,7 +76,7 @@ ntp() {  # ntp NAME [train options]: a short NTP run of the sweep (runs side by 
   local name=$1; shift
   OMP_NUM_THREADS=1 quiet $RUNS/sweep/$name.log $CX train ntp --data $NTP_FILE --output-dir $RUNS/sweep/$name \
     --batch-size 32 --eval-every 50 --save-every 100000 --log-every 10 --val-examples 256 --profile-steps 20 \
-    --max-minutes "${LEVER_MINUTES:-4}" "$@"
+    --max-minutes "${LEVER_MINUTES:-4}" "$@" "${EXTRA[@]}"
 }
 
 # One NTP lever at a time against the paper preset, LEVER_STEPS x 32 each, all side by side on
@@ -89,6 +93,17 @@ lever_qa()       { ntp f_qa_text --preset paper --max-steps "${LEVER_STEPS:-300}
 lever_nonorm()   { ntp g_no_layer_norm --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --compressor-config '{"normalize_layers": false}'; }
 lever_skip()     { ntp h_skip --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --compressor-config "$SKIP"; }
 lever_skip_kl()  { ntp i_skip_kl --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP"; }
+# Issue 5's last two levers, on the shipped NTP recipe (skip + KL, lr 5e-4) at equal training
+# examples (LEVER_EXAMPLES, validated every 1600): the QA train contexts as extra NTP text, and
+# batch sizes 16 and 64 beside the in-sweep batch-32 run (LEVERS="skip_kl skip_kl_qa bs16 bs64").
+# The learning rate stays 5e-4 at every batch size.
+lever_skip_kl_qa() { ntp k_skip_kl_qa --preset paper --max-steps $(( ${LEVER_EXAMPLES:-9600} / 32 )) --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP" --extra-ntp $SFT_FILES; }
+batch_lever() {  # batch_lever SIZE
+  ntp "l_skip_kl_batch$1" --preset paper --batch-size "$1" --max-steps $(( ${LEVER_EXAMPLES:-9600} / $1 )) \
+    --eval-every $(( 1600 / $1 )) --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP"
+}
+lever_bs16()     { batch_lever 16; }
+lever_bs64()     { batch_lever 64; }
 lever_skip_kl_ae() { ntp j_skip_kl_ae --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1 --ae-weight 0.5 --compressor-config "$SKIP"; }
 
 step_levers() {
@@ -117,7 +132,7 @@ sft() {  # sft NAME INIT [train options]: QA fine-tuning from a compressor folde
 }
 
 evaluate() {  # evaluate NAME WEIGHTS LABEL [METHOD]: the four eval files, first 1000 questions each
-  $CX eval --method "${4:-comprexit}" --weights "$2" --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
+  $CX eval --method "${4:-comprexit}" --weights "$2" --data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}" --batch-size 64 --no-progress \
     --label "$3" --output $RUNS/eval/$1.json | tail -3
 }
 
@@ -162,7 +177,7 @@ phase() {  # phase DIR [train args]: train into DIR until done or the deadline, 
   [ -d "$dir/final" ] && return 0
   local resume=(); [ -d "$dir/checkpoints" ] && resume=(--resume)
   quiet "$dir.log" $CX train "$@" --output-dir "$dir" --batch-size 32 --eval-every 150 --save-every 100000 \
-    --log-every 20 --max-minutes "$(left_minutes)" "${resume[@]}"
+    --log-every 20 --max-minutes "$(left_minutes)" "${resume[@]}" "${EXTRA[@]}"
 }
 
 chain() {  # chain NAME METHOD [train options shared by both phases]: NTP, SFT, evaluation
@@ -170,7 +185,7 @@ chain() {  # chain NAME METHOD [train options shared by both phases]: NTP, SFT, 
   phase $RUNS/$name/ntp ntp --method $method --data $NTP_FILE --extra-ntp $SFT_FILES --max-steps "${NTP_STEPS:-890}" "$@"
   [ -d $RUNS/$name/ntp/final ] || return 0
   phase $RUNS/$name/sft sft --method $method --init $RUNS/$name/ntp/final --data $SFT_FILES --epochs "${SFT_EPOCHS:-2}" "$@"
-  [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) < 120)" && \
+  [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) < ${EVAL_SECONDS:-200})" && \
     evaluate $name $RUNS/$name/sft/best "$name" $method
   return 0
 }

@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
     )
     results["label"] = args.label or args.method
+    if args.weights:
+        from ..training.summary import training_lineage
+
+        results["training"] = training_lineage(args.weights)
     results["backbone"] = {**backbone.identity.to_dict(), "dtype": str(backbone.dtype).replace("torch.", "")}
     results["environment"] = environment(backbone.device)
     for name, r in results["datasets"].items():

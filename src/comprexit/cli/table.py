@@ -13,6 +13,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--title", default="QA accuracy (EM / F1)")
     parser.add_argument("--in-domain", default="squad_eval,nq_eval", help="comma-separated dataset names")
     parser.add_argument("--ood", default="drop_ood,relext_ood", help="comma-separated dataset names")
+    parser.add_argument("--layout", default="flat", choices=["flat", "paper"],
+                        help="flat: one table; paper: the paper's Tables 1, 2 and 4 (4x, ratios, ablations) "
+                        "with trainable parameters and training time")
+    parser.add_argument("--training", action="append", default=[], metavar="LABEL=RUN[,RUN]",
+                        help="(paper layout) the training run folders, first phase first, of the row labelled LABEL, "
+                        "for weights evaluated outside their run folder")
+    parser.add_argument("--note", action="append", default=[], help="(paper layout) a line added under the tables")
     parser.set_defaults(run=run)
 
 
@@ -20,9 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import comparison_table, load_results
 
     runs = [load_results(path) for path in args.results]
-    table = comparison_table(
-        runs, in_domain=_names(args.in_domain), out_of_domain=_names(args.ood), title=args.title
-    )
+    if args.layout == "paper":
+        table = _paper_table(runs, args)
+    else:
+        table = comparison_table(
+            runs, in_domain=_names(args.in_domain), out_of_domain=_names(args.ood), title=args.title
+        )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(table)
@@ -30,6 +40,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table, end="")
     return 0
+
+
+def _paper_table(runs: list[dict], args: argparse.Namespace) -> str:
+    from ..errors import InputError
+    from ..evaluation.layout import describe, paper_layout
+    from ..evaluation.report import run_label
+    from ..training.summary import phase_record
+
+    training: dict[str, list[dict]] = {}
+    for spec in args.training:
+        label, _, folders = spec.rpartition("=")
+        if not label or not folders:
+            raise InputError(f"--training wants LABEL=RUN[,RUN], got {spec!r}")
+        if label not in {run_label(r) for r in runs}:
+            raise InputError(f"--training names {label!r}, which is no row's label")
+        training[label] = [phase_record(folder) for folder in folders.split(",")]
+    rows = [describe(r, training.get(run_label(r))) for r in runs]
+    return paper_layout(rows, args.title, args.note)
 
 
 def _names(text: str) -> list[str]:

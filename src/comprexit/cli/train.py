@@ -16,6 +16,10 @@ OVERRIDES = {
     "profile_steps": int, "max_train_examples": int,
 }
 
+# Settings of the session rather than of the recipe: a resumed run takes them anew from the
+# command line (a device call that resumes has its own time limit), and keeps everything else.
+SESSION_SETTINGS = ("max_minutes", "save_every", "log_every")
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
@@ -49,8 +53,9 @@ def build_config(args: argparse.Namespace):
     from ..errors import ConfigError
     from ..training.config import TrainConfig, preset
 
-    if args.resume and (Path(args.output_dir) / "train_config.json").is_file():
-        return TrainConfig.from_dict(json.loads((Path(args.output_dir) / "train_config.json").read_text()))
+    saved = Path(args.output_dir) / "train_config.json"
+    if args.resume and saved.is_file():
+        return _resumed_config(args, TrainConfig.from_dict(json.loads(saved.read_text())))
     values = preset(args.preset, args.phase, args.method)
     values.update(phase=args.phase, data=list(args.data), extra_ntp=list(args.extra_ntp),
                   output_dir=args.output_dir, backbone=args.backbone, init=args.init,
@@ -65,6 +70,20 @@ def build_config(args: argparse.Namespace):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return TrainConfig.from_dict(values)
+
+
+def _resumed_config(args: argparse.Namespace, saved):
+    """The saved recipe with this call's session settings; a changed recipe field is an error, not a silent no-op."""
+    from dataclasses import replace
+
+    from ..errors import ConfigError
+
+    changed = [f"--{name.replace('_', '-')} (saved {getattr(saved, name)!r}, given {getattr(args, name)!r})"
+               for name in OVERRIDES if name not in SESSION_SETTINGS
+               and getattr(args, name) is not None and getattr(args, name) != getattr(saved, name)]
+    if changed:
+        raise ConfigError("a resumed run keeps the recipe it started with; these differ: " + "; ".join(changed))
+    return replace(saved, **{name: getattr(args, name) for name in SESSION_SETTINGS if getattr(args, name) is not None})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,21 @@ ABLATIONS = {
 }
 
 
+def ablation_of(config: dict, num_layers: int) -> str | None:
+    """The ablation a saved ComprExIT config is (None: the full method), from the config alone."""
+    from ..backbone import BackboneIdentity
+
+    identity = BackboneIdentity(name="", model_type="", hidden_size=0, num_layers=num_layers, vocab_size=0)
+    for name, overrides in ABLATIONS.items():
+        if all(_same(config.get(key), value) for key, value in overrides(identity).items()):
+            return name
+    return None
+
+
+def _same(saved, wanted) -> bool:
+    return list(saved) == list(wanted) if isinstance(wanted, (list, tuple)) and saved is not None else saved == wanted
+
+
 @register_encoder("comprexit")
 class ComprExITEncoder(ContextEncoder):
     """The trainer's view of a ComprExIT compressor: it reads every layer's states of the frozen pass."""

@@ -36,7 +36,8 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         "train_examples": bounds.get("train_examples"),
         "bounds": {k: bounds.get(k) for k in ("ce_full_context", "ce_no_context", "f1_full_context") if k in bounds},
         "final_validation": validation[-1] if validation else None,
-        "validations": [{k: r[k] for k in ("step", "ce", "gap_closed") if k in r} for r in validation],
+        "validations": [{**{k: r[k] for k in ("step", "ce", "gap_closed") if k in r},
+                         "examples": r["step"] * _examples_per_step(config)} for r in validation],
         "best_validation": json.loads(selection.read_text()) if selection.is_file() else None,
         "examples_per_second_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
         "train_seconds": round(sum(s.get("train_seconds_this_call") or 0 for s in summaries), 1),
@@ -46,24 +47,34 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def common_validation_step(runs: Sequence[dict[str, Any]]) -> int | None:
-    """The last step at which every run was validated: runs cut at different steps compare there."""
-    steps = [{v["step"] for v in r.get("validations") or []} for r in runs]
-    shared = set.intersection(*steps) if steps else set()
+def _examples_per_step(config: dict[str, Any]) -> int:
+    return int(config.get("batch_size") or 1) * int(config.get("grad_accum") or 1)
+
+
+def common_validation_step(runs: Sequence[dict[str, Any]], by: str = "step") -> int | None:
+    """The last point at which every run was validated: runs cut at different steps compare there.
+
+    by: "step", or "examples" (training examples seen) for runs of different batch sizes.
+    """
+    points = [{v[by] for v in r.get("validations") or [] if by in v} for r in runs]
+    shared = set.intersection(*points) if points else set()
     return max(shared) if shared else None
 
 
-def validation_at(run: dict[str, Any], step: int) -> dict[str, Any]:
-    return next(v for v in run["validations"] if v["step"] == step)
+def validation_at(run: dict[str, Any], point: int, by: str = "step") -> dict[str, Any]:
+    return next(v for v in run["validations"] if v.get(by) == point)
 
 
 def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
-    common = common_validation_step(runs)
+    # runs of one batch size compare at a step; a batch-size sweep compares at equal examples seen
+    by = "step" if len({r["recipe"].get("batch_size") for r in runs}) <= 1 else "examples"
+    common = common_validation_step(runs, by)
+    where = f"step {common}" if by == "step" else f"{common:,} examples" if common is not None else "- examples"
     lines = [
         f"# {title}",
         "",
         "| run | recipe | steps | checkpoint | val CE | CE full / no context | gap closed "
-        f"| gap closed at step {common} | val F1 (full ctx) | examples/s | train s |",
+        f"| gap closed at {where} | val F1 (full ctx) | examples/s | train s |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
@@ -89,17 +100,45 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
             f"| {r['run']} | {', '.join(knobs)} | {r['steps']} | {which} | {chosen.get('ce', float('nan')):.3f} "
             f"| {bounds.get('ce_full_context', float('nan')):.3f} / {bounds.get('ce_no_context', float('nan')):.3f} "
             f"| {100 * chosen.get('gap_closed', float('nan')):.1f}% "
-            f"| {_percent(validation_at(r, common).get('gap_closed')) if common is not None else '-'} | {f1_cell} "
+            f"| {_percent(validation_at(r, common, by).get('gap_closed')) if common is not None else '-'} | {f1_cell} "
             f"| {r['examples_per_second_median'] or 0:.0f} | {r['train_seconds']:.0f} |"
         )
     lines += [
         "",
         "Gap closed = (CE without context - CE from slots) / (CE without context - CE with the full context), "
         "on the run's validation slice of the train files; F1 on held-out train questions (SFT). "
-        "Runs cut at different steps compare in the column at the last step all of them reached.",
+        "Runs cut at different steps compare in the column at the last step all of them reached "
+        "(at equal training examples seen when their batch sizes differ).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def training_lineage(weights_dir: str | Path | None) -> list[dict[str, Any]]:
+    """The training phases behind a weights folder, first phase first: what it cost to train.
+
+    A `comprexit train` output keeps its weights in `<run>/best` or `<run>/final`, and a run
+    started with `--init <other run>/final` continues that run; each run found this way gives
+    its phase, steps, training seconds and device. Folders from elsewhere (the packaged
+    weights) give an empty list.
+    """
+    phases: list[dict[str, Any]] = []
+    folder = Path(weights_dir) if weights_dir else None
+    while folder is not None and len(phases) < 8:  # the bound only guards against a cycle of --init
+        run_dir = folder.parent
+        if not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "train_config.json").is_file():
+            break
+        phases.insert(0, phase_record(run_dir))
+        folder = Path(phases[0]["init"]) if phases[0]["init"] else None
+    return phases
+
+
+def phase_record(run_dir: str | Path) -> dict[str, Any]:
+    """One training run as a line of a method's training cost: phase, steps, seconds, device."""
+    run = summarize_run(run_dir)
+    return {"phase": run["recipe"]["phase"], "run": str(run_dir), "init": run["recipe"].get("init"), "steps": run["steps"],
+            "train_seconds": run["train_seconds"], "examples_per_second": run["examples_per_second_median"],
+            "device": (run["environment"] or {}).get("device")}

@@ -1,0 +1,122 @@
+"""The comparison in the layout of the paper's tables: methods at 4x, compression ratios, ablations.
+
+Each row is one `comprexit eval` results file. What a row is (method, ratio, ablation) is read
+from the file itself; trainable parameters too. The training time comes from the training
+runs the eval recorded (`training`, see `training_lineage`) or from runs named on the command
+line for weights evaluated outside their run folder (the packaged compressor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .report import IN_DOMAIN, OUT_OF_DOMAIN, run_label
+
+ABLATION_TITLES = {
+    "wo-allocation": "w/o allocation (attention per window)",
+    "middle-layer": "middle layer only",
+    "last-layer": "last layer only",
+    "embedding-only": "embedding layer only",
+}
+
+
+@dataclass
+class Row:
+    results: dict[str, Any]
+    method: str
+    ratio: int | None
+    ablation: str | None
+    training: list[dict[str, Any]]
+
+    @property
+    def label(self) -> str:
+        return run_label(self.results)
+
+    @property
+    def trained(self) -> bool:
+        return self.results["method"].get("trainable_parameters") is not None
+
+
+def describe(results: dict[str, Any], training: list[dict[str, Any]] | None = None) -> Row:
+    from ..methods.comprexit import ablation_of
+
+    method = results["method"]
+    config = method.get("config") or {}
+    name = method.get("method", "?")
+    ratio = config.get("ratio", method.get("ratio"))
+    ablation = ablation_of(config, results["backbone"]["num_layers"]) if name == "comprexit" else None
+    return Row(results, name, ratio, ablation, training if training is not None else results.get("training") or [])
+
+
+def paper_layout(rows: Sequence[Row], title: str, notes: Sequence[str] = ()) -> str:
+    """Three sections as in the paper: Table 1 (every method at 4x), Table 2 (ratios), Table 4 (ablations)."""
+    at_4x = [r for r in rows if r.ratio in (None, 4) and r.ablation is None]
+    ratio_methods = {r.method for r in rows if r.ratio not in (None, 4)}
+    by_ratio = sorted((r for r in rows if r.method in ratio_methods and r.ablation is None),
+                      key=lambda r: (r.method, r.ratio or 0))
+    full = [r for r in at_4x if r.method == "comprexit"]
+    ablations = [r for r in rows if r.ablation is not None]
+    ablations.sort(key=lambda r: list(ABLATION_TITLES).index(r.ablation) if r.ablation in ABLATION_TITLES else 99)
+    lines = [f"# {title}", ""]
+    lines += _section("Table 1: every method at 4x", at_4x)
+    if by_ratio:
+        lines += _section("Table 2: compression ratios", by_ratio)
+    if ablations:
+        lines += _section("Table 4: ablations of ComprExIT (4x)", full + ablations)
+    lines += ["Columns: EM / F1 per dataset (first questions of each file, see Sources); averages are "
+              "unweighted over the datasets. Trainable parameters as counted by the method. Training time: "
+              "seconds of optimisation per phase (NTP + SFT), without loading and validation."]
+    lines += [f"{note}" for note in notes]
+    lines += ["", "Sources:"]
+    for row in rows:
+        env = row.results.get("environment", {})
+        counts = {n: r["count"] for n, r in row.results["datasets"].items()}
+        phases = "; ".join(f"{p['phase']} {p['steps']} steps {p['train_seconds']:.0f} s on {p.get('device') or '?'}"
+                           for p in row.training)
+        lines.append(f"- {row.label}: eval on {env.get('device', '?')}, commit {env.get('commit', '?')}, "
+                     f"{env.get('date', '?')}, questions {counts}" + (f"; training: {phases}" if phases else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _section(heading: str, rows: Sequence[Row]) -> list[str]:
+    datasets = [*IN_DOMAIN, *OUT_OF_DOMAIN]
+    header = ["method", "ratio", "trainable params", "training time", *datasets, "in-domain avg", "OOD avg"]
+    lines = [f"## {heading}", "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for row in rows:
+        scores = row.results["datasets"]
+        cells = [_name(row), f"{row.ratio}x" if row.ratio else "-", _parameters(row), _training_time(row)]
+        cells += [f"{scores[d]['em']:.2f} / {scores[d]['f1']:.2f}" if d in scores else "-" for d in datasets]
+        cells += [_average(scores, IN_DOMAIN), _average(scores, OUT_OF_DOMAIN)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _name(row: Row) -> str:
+    if row.ablation:
+        return f"{row.label}: {ABLATION_TITLES.get(row.ablation, row.ablation)}"
+    return row.label
+
+
+def _parameters(row: Row) -> str:
+    count = row.results["method"].get("trainable_parameters")
+    if count is None:
+        return "0"
+    return f"{count / 1e6:.2f}M" if count >= 1e5 else f"{count:,}"
+
+
+def _training_time(row: Row) -> str:
+    if not row.trained:
+        return "-"
+    if not row.training:
+        return "?"
+    minutes = sum(p["train_seconds"] for p in row.training) / 60
+    phases = "+".join(p["phase"] for p in row.training)
+    return f"{minutes:.1f} min ({phases})"
+
+
+def _average(scores: dict[str, Any], members: Sequence[str]) -> str:
+    present = [scores[m] for m in members if m in scores]
+    if len(present) != len(members):
+        return "-"
+    return f"{sum(r['em'] for r in present) / len(present):.2f} / {sum(r['f1'] for r in present) / len(present):.2f}"

@@ -1,0 +1,56 @@
+"""The paper-layout table: rows sorted into Tables 1, 2 and 4 from what the results files say."""
+
+import json
+
+import pytest
+
+from comprexit.cli import main
+from comprexit.evaluation.layout import describe, paper_layout
+from comprexit.methods.comprexit import ABLATIONS, ablation_of
+
+from tiny import tiny_backbone
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_is_recognised_from_its_config_alone(name):
+    identity = tiny_backbone("llama").identity
+    assert ablation_of(ABLATIONS[name](identity), identity.num_layers) == name
+    assert ablation_of({"allocation": "transport", "layers": None}, identity.num_layers) is None
+
+
+def _results(label, method, config=None, params=None, f1=10.0):
+    scores = {"em": f1 / 2, "f1": f1, "count": 100}
+    return {
+        "label": label,
+        "method": {"method": method, "config": config or {}, **({"trainable_parameters": params} if params else {})},
+        "backbone": {"num_layers": 18},
+        "datasets": {d: dict(scores) for d in ("squad_eval", "nq_eval", "drop_ood", "relext_ood")},
+        "environment": {"device": "test", "commit": "abc", "date": "today"},
+    }
+
+
+def test_rows_land_in_the_papers_tables():
+    runs = [
+        _results("zero-shot", "zero-shot"),
+        _results("ComprExIT", "comprexit", {"ratio": 4, "allocation": "transport"}, 2_000_000, 30.0),
+        _results("ComprExIT 8x", "comprexit", {"ratio": 8, "allocation": "transport"}, 2_000_000),
+        _results("ICAE", "icae", {"ratio": 4}, 1_500_000),
+        _results("w/o allocation", "comprexit", {"ratio": 4, "allocation": "attention"}, 1_900_000),
+    ]
+    training = [{"phase": "ntp", "steps": 10, "train_seconds": 60.0}, {"phase": "sft", "steps": 5, "train_seconds": 30.0}]
+    rows = [describe(r, training if r["label"] == "ComprExIT" else None) for r in runs]
+    table = paper_layout(rows, "t")
+    one, two, four = (table.split("## ")[i] for i in (1, 2, 3))
+    assert "zero-shot" in one and "| ICAE |" in one and "ComprExIT 8x" not in one and "allocation" not in one
+    assert "ComprExIT 8x" in two and "| 8x |" in two and "ICAE" not in two  # ICAE ran at 4x only
+    assert "w/o allocation (attention per window)" in four and "| ComprExIT | 4x |" in four
+    assert "| 1.5 min (ntp+sft) |" in one  # 90 s of training
+    assert "| ICAE | 4x | 1.50M | ? |" in one  # trained, but its training runs are unknown
+    assert "15.00 / 30.00" in one  # in-domain average
+
+
+def test_table_command_refuses_a_training_label_that_is_no_row(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_results("ICAE", "icae", {"ratio": 4}, 10)))
+    code = main(["table", str(path), "--layout", "paper", "--training", f"Nope={tmp_path}"])
+    assert code == 2 and "no row's label" in capsys.readouterr().err
