@@ -36,6 +36,56 @@ def test_bench_writes_results_markdown_and_plot(tmp_path, capsys):
     assert "## Compression cost" in out.with_suffix(".md").read_text() and out.with_suffix(".png").is_file()
 
 
+def test_bench_times_eager_and_compiled_static_decoding(tmp_path, capsys):
+    """Both decode paths in one run; the static one compiled by generate with the quick "eager" dynamo backend."""
+    from comprexit.bench.runner import bench_markdown
+
+    backbone = save_tiny_backbone("gemma3-hybrid", tmp_path / "m")
+    out = tmp_path / "bench" / "static.json"
+    code = main([
+        "bench", "--backbone", str(backbone), "--device", "cpu", "--compress-sizes", "64x1", "--serve-lengths", "40,100",
+        "--new-tokens", "3,6", "--batch", "2", "--repeats", "1", "--ask-tokens", "0", "--decode", "eager,static",
+        "--decode-backend", "eager", "--decode-compile-mode", "default", "-o", str(out),
+    ])
+    assert code == 0
+    results = json.loads(out.read_text())
+    static = results["decode"]["static"]
+    assert static["compiled"] and static["max_cache_len"] == 256 and static["compile_warmup_seconds"] >= 0
+    assert static["compiled_graphs"] >= 1 and static["cudagraph_skips"] >= 0
+    for row in results["serving"]:
+        assert set(row["paths"]) == {"eager", "static"}
+        for costs in row["paths"].values():
+            for mode in ("a_full_context", "b_prefix_cache", "c_slots"):
+                assert costs[f"{mode}_seconds_per_question"] > 0 and costs["first_call_seconds"][mode] > 0
+            assert costs["speedup_c_over_a"] > 0 and costs["b_prefill_seconds"] > 0
+        assert row["a_full_context_batch_seconds"] == row["paths"]["eager"]["a_full_context_batch_seconds"]
+    assert [r["context_tokens"] for r in results["step_profile"]] == [40, 100]
+    for row in results["step_profile"]:
+        assert row["step_seconds"]["eager"] > 0 and row["step_seconds"]["static"] > 0
+        assert row["generate_step_seconds"]["static"] is not None
+    markdown = out.with_suffix(".md").read_text()
+    assert "(c) vs (a) static" in markdown and "## One decode step" in markdown and "compile warm-up" in markdown
+    assert markdown == bench_markdown(results)
+
+
+def test_bench_markdown_reads_results_written_before_decode_paths():
+    from pathlib import Path
+
+    from comprexit.bench.runner import bench_markdown
+
+    old = json.loads((Path(__file__).resolve().parents[1] / "results" / "bench" / "h100.json").read_text())
+    assert "paths" not in old["serving"][0]
+    markdown = bench_markdown(old)
+    assert "| 2048 | 20 | 84.2 ms | 73.9 ms | 74.7 ms | 1.13x | 0.99x |" in markdown
+
+
+def test_bench_refuses_unknown_decode_paths(tmp_path, capsys):
+    backbone = save_tiny_backbone("llama", tmp_path / "m")
+    code = main(["bench", "--backbone", str(backbone), "--device", "cpu", "--decode", "eager,fast",
+                 "-o", str(tmp_path / "x.json")])
+    assert code == 2 and "decode paths" in capsys.readouterr().err
+
+
 def test_bench_refuses_bad_size_lists(tmp_path, capsys):
     code = main(["bench", "--compress-sizes", "512by32", "-o", str(tmp_path / "x.json")])
     assert code == 2 and "bad size list" in capsys.readouterr().err

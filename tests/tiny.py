@@ -43,8 +43,11 @@ def tiny_model(kind: str, vocab_size: int, seed: int = 0):
     if kind == "llama":
         config = LlamaConfig(**common)
         return LlamaForCausalLM(config)
-    if kind == "gemma3":
-        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=16, layer_types=None)
+    if kind in ("gemma3", "gemma3-hybrid"):
+        # "gemma3-hybrid" mixes sliding-window and full-attention layers, as Gemma-3-270M does
+        # (3 layers are too few for Gemma-3's default pattern, which makes them all sliding)
+        hybrid = ["sliding_attention", "full_attention", "sliding_attention"] if kind == "gemma3-hybrid" else None
+        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=16, layer_types=hybrid)
         return Gemma3ForCausalLM(config)
     raise ValueError(kind)
 

@@ -92,18 +92,19 @@ lever_ae()       { ntp e_ae --preset paper --max-steps "${LEVER_STEPS:-300}" --l
 lever_qa()       { ntp f_qa_text --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --extra-ntp $SFT_FILES; }
 lever_nonorm()   { ntp g_no_layer_norm --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --compressor-config '{"normalize_layers": false}'; }
 lever_skip()     { ntp h_skip --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --compressor-config "$SKIP"; }
-lever_skip_kl()  { ntp i_skip_kl --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP"; }
+lever_skip_kl()  { ntp i_skip_kl --preset paper --max-steps "${LEVER_STEPS:-$(( ${LEVER_EXAMPLES:-9600} / 32 ))}" --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP"; }
 # Issue 5's last two levers, on the shipped NTP recipe (skip + KL, lr 5e-4) at equal training
 # examples (LEVER_EXAMPLES, validated every 1600): the QA train contexts as extra NTP text, and
 # batch sizes 16 and 64 beside the in-sweep batch-32 run (LEVERS="skip_kl skip_kl_qa bs16 bs64").
 # The learning rate stays 5e-4 at every batch size.
-lever_skip_kl_qa() { ntp k_skip_kl_qa --preset paper --max-steps $(( ${LEVER_EXAMPLES:-9600} / 32 )) --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP" --extra-ntp $SFT_FILES; }
-batch_lever() {  # batch_lever SIZE
-  ntp "l_skip_kl_batch$1" --preset paper --batch-size "$1" --max-steps $(( ${LEVER_EXAMPLES:-9600} / $1 )) \
+lever_skip_kl_qa() { ntp k_skip_kl_qa --preset paper --max-steps $(( ${LEVER_EXAMPLES:-9600} / 32 )) --eval-every 50 --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP" --extra-ntp $SFT_FILES; }
+batch_lever() {  # batch_lever SIZE [ACCUMULATION]: SIZE examples per optimizer step, in ACCUMULATION micro-batches
+  local micro=$(( $1 / ${2:-1} ))
+  ntp "l_skip_kl_batch$1" --preset paper --batch-size "$micro" --grad-accum "${2:-1}" --max-steps $(( ${LEVER_EXAMPLES:-9600} / $1 )) \
     --eval-every $(( 1600 / $1 )) --lr 5e-4 --kl-weight 1 --compressor-config "$SKIP"
 }
 lever_bs16()     { batch_lever 16; }
-lever_bs64()     { batch_lever 64; }
+lever_bs64()     { batch_lever 64 2; }  # two micro-batches of 32: the same update, the memory of batch 32
 lever_skip_kl_ae() { ntp j_skip_kl_ae --preset paper --max-steps "${LEVER_STEPS:-300}" --lr 5e-4 --kl-weight 1 --ae-weight 0.5 --compressor-config "$SKIP"; }
 
 step_levers() {
@@ -191,10 +192,10 @@ chain() {  # chain NAME METHOD [train options shared by both phases]: NTP, SFT, 
 }
 
 chain_prompt_tuning() { chain prompt_tuning prompt-tuning; }
-chain_icae()          { chain icae icae; }
+chain_icae()          { chain icae icae --gradient-checkpointing; }  # 25 GB without: four chains then overflow 80 GB
 chain_500x()          { chain 500x 500x; }
 chain_comprexit_seed1() { chain comprexit_seed1 comprexit --seed 1; }
-chain_icae_seed1()    { chain icae_seed1 icae --seed 1; }
+chain_icae_seed1()    { chain icae_seed1 icae --seed 1 --gradient-checkpointing; }
 chain_wo_allocation() { chain wo_allocation comprexit --ablation wo-allocation; }
 chain_embedding_only() { chain embedding_only comprexit --ablation embedding-only; }
 chain_middle_layer()  { chain middle_layer comprexit --ablation middle-layer; }
@@ -223,7 +224,7 @@ step_free_baselines() {  # issue 6: the methods that need no training, side by s
 }
 
 step_bench() {  # issue 7: compression cost and serving speed/memory on the GPU (bf16, sdpa), shipped compressor
-  quiet $RUNS/bench.log $CX bench ${BENCH_COMPRESSOR:+--compressor $BENCH_COMPRESSOR} --compile-mode reduce-overhead \
+  quiet $RUNS/bench.log $CX bench ${BENCH_COMPRESSOR:+--compressor $BENCH_COMPRESSOR} --compile-mode reduce-overhead ${BENCH_ARGS:-} \
     -o $RUNS/bench/gpu.json
   pack bench bench bench.log
 }

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from . import bundled
 from .errors import CheckpointError, ConfigError, InputError
+
+if TYPE_CHECKING:
+    from .static_decoding import StaticDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +272,7 @@ class Backbone:
         past_key_values=None,
         position_ids: torch.Tensor | None = None,
         force_new_tokens: bool = False,
+        decoder: "StaticDecoder | None" = None,
     ) -> list[list[int]]:
         """Greedy decoding; returns the new tokens of each row, cut at the first stop token.
 
@@ -276,6 +280,8 @@ class Backbone:
         already held by `past_key_values` (only the uncached tail is run). `position_ids`
         (same shape as `input_ids`) replaces the positions counted from the attention mask.
         `force_new_tokens` suppresses EOS so that exactly `max_new_tokens` are produced (for benchmarks).
+        `decoder` (static_decoding.py) decodes from its static caches: left-padded embeddings start
+        from its empty working cache; `past_key_values` must then be one of its caches.
         """
         kwargs = dict(
             attention_mask=attention_mask.to(self.device),
@@ -291,7 +297,12 @@ class Backbone:
             kwargs["min_new_tokens"] = max_new_tokens
         if position_ids is not None:
             kwargs["position_ids"] = position_ids.to(self.device)
+        if decoder is not None:
+            kwargs.update(decoder.generate_options())
         if inputs_embeds is not None:
+            if decoder is not None:
+                rows, width = inputs_embeds.shape[:2]
+                kwargs["past_key_values"] = decoder.fresh(rows, width + max_new_tokens)
             out = self.model.generate(inputs_embeds=inputs_embeds.to(self.device, self.dtype), **kwargs)
         else:
             out = self.model.generate(input_ids=input_ids.to(self.device), past_key_values=past_key_values, **kwargs)

@@ -12,6 +12,12 @@ once a sequence outgrows its window, so its window holds a few real tokens fewer
 `exact=True` (the default) prompts are then batched by length, so that no padding is needed
 and the answers equal those of the left-padded path; `exact=False` batches them all, as a
 throughput-minded server would.
+
+`greedy_answers` and `prefill` take an optional `StaticDecoder` (static_decoding.py): decoding
+then runs from preallocated static caches, with the decode steps compiled by generate where the
+decoder says so; a `PrefixCache` prefilled with a decoder holds a static snapshot, and
+`cached_answers` decodes it through that decoder. Answers are the same token for token; the eager
+dynamic cache stays the default, being the faster one on a CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 
 from .backbone import Backbone
 from .prefix import KVPrefix, KVPrefixBatch
+from .static_decoding import StaticDecoder
 
 
 @dataclass
@@ -75,16 +82,20 @@ def greedy_answers(
     prefixes: Sequence[torch.Tensor | KVPrefix | None],
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int = 20,
+    decoder: StaticDecoder | None = None,
 ) -> list[str]:
     """Greedy continuations (raw text, not yet post-processed) of each row.
 
     prefixes: per row a (positions, hidden) tensor or None, read as `[BOS] + prefix + prompt`;
-        or, for every row, a `KVPrefix`, read as `cache + [BOS] + prompt`.
+        or, for every row, a `KVPrefix`, read as `cache + [BOS] + prompt` (always decoded eagerly:
+        the 500x prefixes differ per row, and they are a training-time baseline).
+    decoder: decode from a static cache (see static_decoding.py) instead of a dynamic one.
     """
     if any(isinstance(p, KVPrefix) for p in prefixes):
         return _kv_greedy_answers(backbone, prefixes, prompts, max_new_tokens)
     batch = build_decoder_batch(backbone, prefixes, prompts)
-    tokens = backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=max_new_tokens)
+    tokens = backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=max_new_tokens,
+                               decoder=decoder)
     return [backbone.decode(row) for row in tokens]
 
 
@@ -112,13 +123,20 @@ def _kv_greedy_answers(backbone, prefixes, prompts, max_new_tokens) -> list[str]
 
 @dataclass
 class PrefixCache:
-    """The decoder's key/value cache over `[BOS] + prefix` for one document."""
+    """The decoder's key/value cache over `[BOS] + prefix` for one document.
+
+    past_key_values: a batch-1 DynamicCache, or with `decoder` a batch-1 StaticCache of
+        `max_cache_len` positions that each question batch copies into the decoder's working cache.
+    """
 
     past_key_values: object
     length: int
+    decoder: StaticDecoder | None = None
+    max_cache_len: int | None = None
 
     def nbytes_by_layer_type(self, backbone: Backbone) -> dict[str, int]:
-        """Bytes of keys and values per attention type (Gemma-3 caps sliding-window layers)."""
+        """Bytes of keys and values per attention type (Gemma-3 caps sliding-window layers); a
+        static snapshot counts all it allocates, its whole cache length."""
         types = getattr(backbone.config, "layer_types", None) or ["full_attention"] * backbone.identity.num_layers
         sizes: dict[str, int] = defaultdict(int)
         for index, layer in enumerate(self.past_key_values.layers):
@@ -129,9 +147,15 @@ class PrefixCache:
 
 
 @torch.no_grad()
-def prefill(backbone: Backbone, prefix: torch.Tensor | None) -> PrefixCache:
-    """Run `[BOS] + prefix` once and keep the decoder's cache; prefix: (positions, hidden) or None."""
+def prefill(backbone: Backbone, prefix: torch.Tensor | None, decoder: StaticDecoder | None = None) -> PrefixCache:
+    """Run `[BOS] + prefix` once and keep the decoder's cache; prefix: (positions, hidden) or None.
+
+    With `decoder`, the cache is a static snapshot for that decoder's caches.
+    """
     batch = build_decoder_batch(backbone, [prefix], [[]])
+    if decoder is not None:
+        snapshot, length = decoder.snapshot(batch.inputs_embeds, batch.attention_mask)
+        return PrefixCache(snapshot, batch.inputs_embeds.shape[1], decoder, length)
     out = backbone.model(
         inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=True
     )
@@ -147,7 +171,10 @@ def cached_answers(
     force_new_tokens: bool = False,
     exact: bool = True,
 ) -> list[str]:
-    """Greedy continuations of `cached prefix + prompt_i`; the cache itself is left untouched."""
+    """Greedy continuations of `cached prefix + prompt_i`; the cache itself is left untouched.
+
+    A cache prefilled with a `StaticDecoder` decodes through that decoder's static caches.
+    """
     window = getattr(backbone.config, "sliding_window", None)
     longest = cache.length + max(len(p) for p in prompts) + max_new_tokens
     if exact and window and longest > window and len({len(p) for p in prompts}) > 1:
@@ -165,10 +192,14 @@ def cached_answers(
         if prompt:
             ids[row, cache.length + width - len(prompt) :] = torch.tensor(list(prompt))
             mask[row, cache.length + width - len(prompt) :] = 1
-    past = copy.deepcopy(cache.past_key_values)  # generation appends to the cache it is given
-    past.batch_repeat_interleave(batch)
+    # generation appends to the cache it is given, so it gets a copy with a row per question
+    if cache.decoder is not None:
+        past = cache.decoder.load(cache.past_key_values, cache.max_cache_len, batch, ids.shape[1] + max_new_tokens)
+    else:
+        past = copy.deepcopy(cache.past_key_values)
+        past.batch_repeat_interleave(batch)
     tokens = backbone.generate(
         attention_mask=mask, max_new_tokens=max_new_tokens, input_ids=ids, past_key_values=past,
-        force_new_tokens=force_new_tokens,
+        force_new_tokens=force_new_tokens, decoder=cache.decoder,
     )
     return [backbone.decode(row) for row in tokens]

@@ -22,6 +22,7 @@ from .decoding import PrefixCache, cached_answers, greedy_answers, prefill
 from .document import CompressedDocument
 from .errors import CheckpointError, InputError
 from .prompting import PromptTemplate, postprocess_answer
+from .static_decoding import StaticDecoder
 from .weights import shipped_compressor_dir
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Reader:
 
     chunk_tokens: documents longer than this are compressed chunk by chunk (each chunk is one
         encoder pass, as in training), and the chunks' slots are concatenated in order.
+    decoder: answer through static caches (static_decoding.py) instead of the eager dynamic cache.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class Reader:
         template: PromptTemplate | None = None,
         chunk_tokens: int = 512,
         compressor_name: str = "",
+        decoder: StaticDecoder | None = None,
     ):
         if chunk_tokens < 1:
             raise InputError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
@@ -56,6 +59,7 @@ class Reader:
         self.template = template or PromptTemplate()
         self.chunk_tokens = chunk_tokens
         self.compressor_name = compressor_name
+        self.decoder = decoder
 
     @classmethod
     def load(
@@ -73,7 +77,10 @@ class Reader:
 
         compile_mode: run the compressor through `torch.compile` in this mode ("reduce-overhead"
         on a GPU: the eager compressor is launch-bound; results/bench/h100.md measures both).
-        The first compression of each new shape then pays the compilation (~15-20 s).
+        The first compression of each new shape then pays the compilation (~15-20 s). On a GPU
+        the answers' decode steps are compiled too, by generate from static caches (the eager
+        step is launch-bound as well); each new batch size and cache length (a power of two,
+        static_decoding.py) compiles once. On a CPU decoding stays eager, which is faster there.
         """
         if not isinstance(backbone, Backbone):
             backbone = Backbone.load(backbone, device=device, dtype=dtype)
@@ -91,9 +98,13 @@ class Reader:
             model, name = ComprExIT.for_backbone(backbone, ComprExITConfig()), "untrained"
         else:
             model, name = ComprExIT.from_pretrained(compressor, backbone), str(compressor)
+        decoder = None
         if compile_mode is not None:
             model.compile(mode=compile_mode, dynamic=False)
-        return cls(backbone, model, template=template, chunk_tokens=chunk_tokens, compressor_name=name)
+            if backbone.device.type == "cuda":
+                decoder = StaticDecoder.compiled(backbone, mode=compile_mode, reserve=PROMPT_RESERVE)
+        return cls(backbone, model, template=template, chunk_tokens=chunk_tokens, compressor_name=name,
+                   decoder=decoder)
 
     # ------------------------------------------------------------------ limits
     @property
@@ -157,9 +168,10 @@ class Reader:
 
     def slot_cache(self, document: CompressedDocument) -> PrefixCache:
         """The decoder's cache over `[BOS] + slots`, computed on first use and kept on the document."""
-        key = (self.backbone.identity, str(self.backbone.device), self.backbone.dtype)
+        key = (self.backbone.identity, str(self.backbone.device), self.backbone.dtype, self.decoder is not None)
         if document.decoder_cache is None or document.decoder_cache[0] != key:
-            document.decoder_cache = (key, prefill(self.backbone, document.prefix().to(self.backbone.device)))
+            prefix = document.prefix().to(self.backbone.device)
+            document.decoder_cache = (key, prefill(self.backbone, prefix, self.decoder))
         return document.decoder_cache[1]
 
     @torch.no_grad()
@@ -217,7 +229,7 @@ class Reader:
         ids = self.full_context_ids(text) if isinstance(text, str) else list(text)
         prefix = self.backbone.embed(torch.tensor(ids, device=self.backbone.device))
         if use_cache:
-            return self._answer_cached(prefill(self.backbone, prefix), questions, max_new_tokens, batch_size)
+            return self._answer_cached(prefill(self.backbone, prefix, self.decoder), questions, max_new_tokens, batch_size)
         return self._answer([prefix], questions, max_new_tokens, batch_size)
 
     def _prompts(self, questions) -> list[list[int]]:
@@ -231,7 +243,7 @@ class Reader:
         answers: list[str] = []
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            raw = greedy_answers(self.backbone, prefixes * len(chunk), chunk, max_new_tokens)
+            raw = greedy_answers(self.backbone, prefixes * len(chunk), chunk, max_new_tokens, self.decoder)
             answers.extend(postprocess_answer(text) for text in raw)
         return answers
 

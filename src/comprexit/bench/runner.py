@@ -6,10 +6,18 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from ..errors import ConfigError
 from ..evaluation.report import environment
 from ..reader import Reader
+from ..static_decoding import StaticDecoder
 from .compression import compression_cost
-from .serving import interactive_ask, serving_costs
+from .serving import MODES, interactive_ask, serving_costs, serving_prompts
+from .steps import STEPS, WARMUP, generate_step_seconds, step_profile
+
+DECODE_PATHS = ("eager", "static")
+CACHE_ROUNDING = 256
 
 
 @dataclass
@@ -22,6 +30,46 @@ class BenchSettings:
     ask_document_tokens: int | None = 2000
     ask_questions: int = 4
     compile_mode: str | None = None  # also time the compressor under torch.compile in this mode
+    # serving decode paths: "eager" (dynamic cache), "static" (static caches, decode step compiled by generate)
+    decode: list[str] = field(default_factory=lambda: ["eager"])
+    decode_compile_mode: str = "reduce-overhead"
+    decode_backend: str = "inductor"
+    step_profile: bool = True
+
+
+def default_decode_paths(device: torch.device) -> list[str]:
+    """Both paths on a GPU; eager only on a CPU, where compiling costs minutes and rarely pays."""
+    return list(DECODE_PATHS) if device.type == "cuda" else ["eager"]
+
+
+def serving_cache_length(reader: Reader, settings: BenchSettings) -> int:
+    """One static cache length for every serving row, so each batch size compiles once: the longest
+    (a) row, `[BOS] + context + prompt + new tokens` (or the step profile's positions), rounded up."""
+    prompt = max(len(p) for p in serving_prompts(reader, settings.batch))
+    tail = max(prompt + max(settings.new_tokens), STEPS + WARMUP)
+    need = len(reader.backbone.bos_ids) + max(settings.serve_lengths) + tail
+    return -(-need // CACHE_ROUNDING) * CACHE_ROUNDING
+
+
+def serving_decoders(reader: Reader, settings: BenchSettings) -> dict[str, StaticDecoder | None]:
+    unknown = sorted(set(settings.decode) - set(DECODE_PATHS))
+    if unknown or not settings.decode:
+        raise ConfigError(f"decode paths must be among {DECODE_PATHS}, got {settings.decode}")
+    decoders: dict[str, StaticDecoder | None] = {}
+    for name in settings.decode:
+        decoders[name] = None if name == "eager" else StaticDecoder.compiled(
+            reader.backbone, serving_cache_length(reader, settings), settings.decode_compile_mode, settings.decode_backend
+        )
+    return decoders
+
+
+def _compile_counters() -> dict[str, int]:
+    """Graphs dynamo compiled and graphs inductor ran without CUDA graphs, so far in this process: a
+    recompiling or graph-skipping static path shows here before it shows in the timings."""
+    from torch._dynamo.utils import counters
+
+    return {"compiled_graphs": int(counters["stats"]["unique_graphs"]),
+            "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"])}
 
 
 def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
@@ -34,15 +82,34 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
         "environment": environment(reader.backbone.device),
         "compression": [],
         "serving": [],
+        "step_profile": [],
     }
+    decoders = serving_decoders(reader, settings)
+    results["decode"] = {name: d.describe() if d else {"cache": "dynamic", "compiled": False}
+                         for name, d in decoders.items()}
     for tokens, count in settings.compress_sizes:
         progress(f"compression {tokens} x {count}")
         results["compression"].append(compression_cost(reader.backbone, reader.compressor, tokens, count, settings.repeats,
                                                         settings.compile_mode))
+    before = _compile_counters()
     for length in settings.serve_lengths:
         for new_tokens in settings.new_tokens:
-            progress(f"serving {length} tokens, batch {settings.batch}, {new_tokens} new tokens")
-            results["serving"].append(serving_costs(reader, length, settings.batch, new_tokens, max(1, settings.repeats // 2)))
+            progress(f"serving {length} tokens, batch {settings.batch}, {new_tokens} new tokens, "
+                     f"decode {'+'.join(decoders)}")
+            results["serving"].append(
+                serving_costs(reader, length, settings.batch, new_tokens, max(1, settings.repeats // 2), decoders)
+            )
+        if settings.step_profile:
+            progress(f"one decode step over {length} tokens, batch {settings.batch}")
+            results["step_profile"].append(step_profile(reader.backbone, length, settings.batch, decoders))
+    for row in results["step_profile"]:
+        row["generate_step_seconds"] = {
+            name: generate_step_seconds(results["serving"], row["context_tokens"], name) for name in decoders
+        }
+    for name, decoder in decoders.items():
+        if decoder is not None and decoder.compiled_steps:
+            results["decode"][name]["compile_warmup_seconds"] = compile_warmup_seconds(results["serving"], name)
+            results["decode"][name].update({k: v - before[k] for k, v in _compile_counters().items()})
     if settings.ask_document_tokens:
         progress(f"interactive ask over a {settings.ask_document_tokens}-token document")
         text = _document(reader, settings.ask_document_tokens)
@@ -50,6 +117,22 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
 
         results["interactive_ask"] = interactive_ask(reader, text, QUESTIONS[: settings.ask_questions])
     return results
+
+
+def compile_warmup_seconds(rows: list[dict], path: str) -> float:
+    """What first calls cost beyond the steady state, summed over a path's rows (compilation and
+    CUDA-graph recording); the medians leave them out."""
+    total = 0.0
+    for row in rows:
+        costs = row["paths"][path]
+        for mode, first in costs["first_call_seconds"].items():
+            total += max(0.0, first - costs[f"{mode}_batch_seconds"])
+    return round(total, 2)
+
+
+def serving_paths(row: dict) -> dict[str, dict]:
+    """A serving row's numbers per decode path (files written before decode paths: eager, at the top level)."""
+    return row.get("paths") or {"eager": row}
 
 
 def _document(reader: Reader, tokens: int) -> str:
@@ -102,24 +185,8 @@ def bench_markdown(results: dict) -> str:
                 f"| {1000 * row['compress_compiled_seconds']:.1f} ms | {100 * row['overhead_share_compiled']:+.1f}% "
                 f"| {row['compile_warmup_seconds']:.1f} s |"
             )
-    lines += [
-        "",
-        "## Serving many questions over one document (per question, batch of questions)",
-        "",
-        "Each batch decodes exactly the stated number of new tokens (EOS suppressed). (b) and (c) reuse a cache "
-        "computed once per document and batch every question (pads between the cached prefix and the prompts).",
-        "",
-        "| context tokens | new tokens | (a) full context | (b) prefix cache | (c) ComprExIT slots | (c) vs (a) | (c) vs (b) "
-        "| one-time: (b) prefill, (c) compress + slot prefill |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for row in results["serving"]:
-        lines.append(
-            f"| {row['context_tokens']} | {row['new_tokens']} | {1000 * row['a_full_context_seconds_per_question']:.1f} ms "
-            f"| {1000 * row['b_prefix_cache_seconds_per_question']:.1f} ms | {1000 * row['c_slots_seconds_per_question']:.1f} ms "
-            f"| {row['speedup_c_over_a']:.2f}x | {row['speedup_c_over_b']:.2f}x "
-            f"| {1000 * row['b_prefill_seconds']:.1f} ms; {1000 * (row['c_compress_seconds'] + row['c_slot_prefill_seconds']):.1f} ms |"
-        )
+    lines += ["", "## Serving many questions over one document (per question, batch of questions)", ""]
+    lines += serving_markdown(results)
     lines += [
         "",
         "## Memory per document kept for later questions",
@@ -152,6 +219,68 @@ def bench_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def serving_markdown(results: dict) -> list[str]:
+    """The serving tables: per decode path (a), (b), (c) and their ratios; one-time costs; the step profile."""
+    rows = results["serving"]
+    paths = list(dict.fromkeys(name for row in rows for name in serving_paths(row)))
+    lines = [
+        "Each batch decodes exactly the stated number of new tokens (EOS suppressed). (b) and (c) reuse a cache "
+        "computed once per document and batch every question (pads between the cached prefix and the prompts). "
+        "Decode paths: eager = transformers' dynamic cache, eager forward; static = static caches, decode step "
+        "compiled by generate (first calls, which compile, kept out of the medians).",
+        "",
+        "| context tokens | new tokens | " + " | ".join(
+            f"(a) {p} | (b) {p} | (c) {p} | (c) vs (a) {p} | (c) vs (b) {p}" for p in paths) + " |",
+        "|---:|---:|" + "---:|" * (5 * len(paths)),
+    ]
+    for row in rows:
+        cells = []
+        for path in paths:
+            costs = serving_paths(row).get(path)
+            if costs is None:
+                cells += ["-"] * 5
+                continue
+            cells += [f"{1000 * costs[f'{mode}_seconds_per_question']:.1f} ms" for mode in MODES]
+            cells += [f"{costs['speedup_c_over_a']:.2f}x", f"{costs['speedup_c_over_b']:.2f}x"]
+        lines.append(f"| {row['context_tokens']} | {row['new_tokens']} | " + " | ".join(cells) + " |")
+    lines += ["", "One-time costs per document: (b) prefill of the context's cache; (c) compression, then the prefill "
+              "of the slots' cache (static: a batch-1 static snapshot, copied per question batch).", "",
+              "| context tokens | (c) compress | " + " | ".join(f"(b) prefill {p} | (c) slot prefill {p}" for p in paths) + " |",
+              "|---:|---:|" + "---:|" * (2 * len(paths))]
+    seen = set()
+    for row in rows:
+        if row["context_tokens"] in seen:
+            continue
+        seen.add(row["context_tokens"])
+        cells = [f"{1000 * row['c_compress_seconds']:.1f} ms"]
+        for path in paths:
+            costs = serving_paths(row).get(path, {})
+            cells += [f"{1000 * costs[k]:.1f} ms" if k in costs else "-" for k in ("b_prefill_seconds", "c_slot_prefill_seconds")]
+        lines.append(f"| {row['context_tokens']} | " + " | ".join(cells) + " |")
+    for name, decode in results.get("decode", {}).items():
+        if decode.get("compiled"):
+            lines += ["", f"Decode path `{name}`: static caches of {decode['max_cache_len']} positions for every row; "
+                      f"decode steps compiled by generate (`torch.compile`, mode `{decode['compile_mode']}`, backend "
+                      f"`{decode['compile_backend']}`); compile warm-up {decode.get('compile_warmup_seconds', 0):.1f} s "
+                      f"in all (first calls beyond the steady state); {decode.get('compiled_graphs', '?')} graphs compiled, "
+                      f"{decode.get('cudagraph_skips', '?')} CUDA-graph skips."]
+    profile = results.get("step_profile") or []
+    if profile:
+        lines += ["", "## One decode step (median)", "",
+                  "Inputs + forward of one step, one new token per row, over a cache of the whole document, against "
+                  "generate's time per new token in (b) (slope between the fewest and most new tokens; it adds logits "
+                  "processing and stopping checks).", "",
+                  "| context tokens | batch | " + " | ".join(f"step {p} | generate per token {p}" for p in paths) + " |",
+                  "|---:|---:|" + "---:|" * (2 * len(paths))]
+        for row in profile:
+            cells = []
+            for path in paths:
+                step, per_token = row["step_seconds"].get(path), row.get("generate_step_seconds", {}).get(path)
+                cells += [f"{1000 * v:.2f} ms" if v is not None else "-" for v in (step, per_token)]
+            lines.append(f"| {row['context_tokens']} | {row['batch']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot_bench(results: dict, path: Path) -> Path | None:
     try:
         import matplotlib
@@ -174,13 +303,19 @@ def plot_bench(results: dict, path: Path) -> Path | None:
     ax.set_title("compression cost")
     ax.legend(fontsize=7)
     ax = axes[1]
-    width = 0.27
     rows = results["serving"]
+    paths = list(dict.fromkeys(name for row in rows for name in serving_paths(row)))
+    width = 0.8 / (len(MODES) * len(paths))
     xs = range(len(rows))
-    for offset, (key, label) in enumerate(
-        (("a_full_context", "(a) full context"), ("b_prefix_cache", "(b) prefix cache"), ("c_slots", "(c) ComprExIT"))
-    ):
-        ax.bar([x + (offset - 1) * width for x in xs], [1000 * r[f"{key}_seconds_per_question"] for r in rows], width, label=label)
+    labels = {"a_full_context": "(a) full context", "b_prefix_cache": "(b) prefix cache", "c_slots": "(c) ComprExIT"}
+    bar = 0
+    for path_index, decode in enumerate(paths):
+        for mode_index, mode in enumerate(MODES):
+            values = [1000 * serving_paths(r).get(decode, {}).get(f"{mode}_seconds_per_question", 0.0) for r in rows]
+            offset = (bar - (len(MODES) * len(paths) - 1) / 2) * width
+            ax.bar([x + offset for x in xs], values, width, label=f"{labels[mode]}, {decode}",
+                   color=f"C{mode_index}", hatch="//" if path_index else None, alpha=1.0 if path_index == 0 else 0.7)
+            bar += 1
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"{r['context_tokens']} ctx\n{r['new_tokens']} new" for r in rows], fontsize=7)
     ax.set_yscale("log")

@@ -5,14 +5,21 @@
     baseline a serving system would use);
 (c) ComprExIT: the document is compressed once, the decoder's cache over `[BOS] + slots` is
     computed once, and each question only prefills itself.
+
+Each is timed once per decode path: "eager" (transformers' dynamic cache, eager forward) and
+"static" (static caches with generate's compiled decode step, static_decoding.py). The first
+call of each is timed apart: on the static path it compiles, and it is kept out of the medians.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
 from ..decoding import build_decoder_batch, cached_answers, prefill
 from ..reader import Reader
+from ..static_decoding import StaticDecoder
 from .compression import random_contexts
 from .timing import median_seconds
 
@@ -26,56 +33,78 @@ QUESTIONS = [
     "Who was the last keeper?",
     "What do the cottages house today?",
 ]
+MODES = ("a_full_context", "b_prefix_cache", "c_slots")
 
 
 def _questions(count: int) -> list[str]:
     return [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
 
 
-def serving_costs(reader: Reader, context_tokens: int, batch: int, new_tokens: int, repeats: int = 3) -> dict:
-    """Per-question latency of (a), (b), (c) for one batch of `batch` questions, and one-time costs."""
+def serving_prompts(reader: Reader, batch: int) -> list[list[int]]:
+    return [reader.prompt_ids(q) for q in _questions(batch)]
+
+
+def serving_costs(
+    reader: Reader, context_tokens: int, batch: int, new_tokens: int, repeats: int = 3,
+    decoders: dict[str, StaticDecoder | None] | None = None,
+) -> dict:
+    """Per-question latency of (a), (b), (c) for one batch of `batch` questions, and one-time costs.
+
+    decoders: decode path name -> its StaticDecoder (None: the eager dynamic cache); default eager
+    only. Each path's numbers go under `paths`; the eager path's also at the top level, where
+    results files kept them before there were decode paths.
+    """
     backbone, device = reader.backbone, reader.backbone.device
     context = random_contexts(backbone, context_tokens, 1, seed=context_tokens)[0]
-    prompts = [reader.prompt_ids(q) for q in _questions(batch)]
     full = backbone.embed(torch.tensor(context, device=device))
     row: dict = {"context_tokens": context_tokens, "batch": batch, "new_tokens": new_tokens}
-    # a server batches every question, pads and all (decoding.py explains the sliding-window nuance)
-    decode = dict(max_new_tokens=new_tokens, force_new_tokens=True, exact=False)
-
-    def full_context():
-        _full_batch(backbone, full, prompts, new_tokens)
-
-    row["a_full_context_batch_seconds"] = median_seconds(full_context, device, repeats)
-
-    context_cache = prefill(backbone, full)
-    row["b_prefill_seconds"] = median_seconds(lambda: prefill(backbone, full), device, repeats)
-    row["b_prefix_cache_batch_seconds"] = median_seconds(
-        lambda: cached_answers(backbone, context_cache, prompts, **decode), device, repeats
-    )
-
     document = reader.compress_ids(context)
     row["c_compress_seconds"] = median_seconds(lambda: reader.compress_ids(context), device, repeats)
-    slots = document.prefix().to(device)
-    slot_cache = prefill(backbone, slots)
-    row["c_slot_prefill_seconds"] = median_seconds(lambda: prefill(backbone, slots), device, repeats)
-    row["c_slots_batch_seconds"] = median_seconds(
-        lambda: cached_answers(backbone, slot_cache, prompts, **decode), device, repeats
-    )
     row["slots"] = document.num_slots
-    for key in ("a_full_context", "b_prefix_cache", "c_slots"):
-        seconds = row[f"{key}_batch_seconds"]
-        row[f"{key}_seconds_per_question"] = seconds / batch
-        row[f"{key}_questions_per_second"] = batch / seconds
-    row["speedup_c_over_a"] = row["a_full_context_batch_seconds"] / row["c_slots_batch_seconds"]
-    row["speedup_c_over_b"] = row["b_prefix_cache_batch_seconds"] / row["c_slots_batch_seconds"]
-    row["memory"] = document_memory(reader, context_cache, slot_cache, document)
+    slots = document.prefix().to(device)
+    prompts = serving_prompts(reader, batch)
+    row["paths"] = {
+        name: path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder)
+        for name, decoder in (decoders or {"eager": None}).items()
+    }
+    if "eager" in row["paths"]:
+        row.update({k: v for k, v in row["paths"]["eager"].items() if k != "first_call_seconds"})
+    row["memory"] = document_memory(reader, prefill(backbone, full), prefill(backbone, slots), document)
     return row
 
 
-def _full_batch(backbone, full, prompts, new_tokens):
+def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: StaticDecoder | None) -> dict:
+    """(a), (b), (c) through one decode path: batch seconds (median), per question, one-time prefills."""
+    device, batch = backbone.device, len(prompts)
+    # a server batches every question, pads and all (decoding.py explains the sliding-window nuance)
+    decode = dict(max_new_tokens=new_tokens, force_new_tokens=True, exact=False)
+    costs: dict = {"first_call_seconds": {}}
+
+    def timed(mode: str, run) -> None:
+        costs["first_call_seconds"][mode] = median_seconds(run, device, repeats=1, warmup=0)
+        costs[f"{mode}_batch_seconds"] = median_seconds(run, device, repeats)
+
+    timed("a_full_context", lambda: _full_batch(backbone, full, prompts, new_tokens, decoder))
+    context_cache = prefill(backbone, full, decoder)
+    costs["b_prefill_seconds"] = median_seconds(lambda: prefill(backbone, full, decoder), device, repeats)
+    timed("b_prefix_cache", lambda: cached_answers(backbone, context_cache, prompts, **decode))
+    slot_cache = prefill(backbone, slots, decoder)
+    costs["c_slot_prefill_seconds"] = median_seconds(lambda: prefill(backbone, slots, decoder), device, repeats)
+    timed("c_slots", lambda: cached_answers(backbone, slot_cache, prompts, **decode))
+    for mode in MODES:
+        seconds = costs[f"{mode}_batch_seconds"]
+        costs[f"{mode}_seconds_per_question"] = seconds / batch
+        costs[f"{mode}_questions_per_second"] = batch / seconds
+    costs["speedup_c_over_a"] = costs["a_full_context_batch_seconds"] / costs["c_slots_batch_seconds"]
+    costs["speedup_c_over_b"] = costs["b_prefix_cache_batch_seconds"] / costs["c_slots_batch_seconds"]
+    return costs
+
+
+def _full_batch(backbone, full, prompts, new_tokens, decoder=None):
     """(a) with exactly `new_tokens` per row, through the same left-padded path as evaluation."""
     batch = build_decoder_batch(backbone, [full] * len(prompts), prompts)
-    backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=new_tokens, force_new_tokens=True)
+    backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=new_tokens, force_new_tokens=True,
+                      decoder=decoder)
 
 
 def document_memory(reader: Reader, context_cache, slot_cache, document) -> dict:
@@ -99,8 +128,6 @@ def document_memory(reader: Reader, context_cache, slot_cache, document) -> dict
 
 def interactive_ask(reader: Reader, text: str, questions: list[str]) -> dict:
     """What a user of `comprexit ask` waits for: compress once, then one question at a time."""
-    import time
-
     start = time.perf_counter()
     document = reader.compress(text)
     compress_seconds = time.perf_counter() - start

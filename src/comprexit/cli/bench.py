@@ -20,6 +20,14 @@ def add_parser(sub) -> None:
     parser.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                         help="also time the compressor under torch.compile in this mode")
     parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--decode", default=None,
+                        help="serving decode paths, comma-separated: eager (dynamic cache), static (static caches, "
+                             "decode step compiled by generate); default eager,static on a GPU, eager on a CPU")
+    parser.add_argument("--decode-compile-mode", default="reduce-overhead",
+                        choices=["default", "reduce-overhead", "max-autotune"], help="torch.compile mode of the static path")
+    parser.add_argument("--decode-backend", default="inductor",
+                        help="torch.compile backend of the static path ('eager' checks the path quickly on a CPU)")
+    parser.add_argument("--no-step-profile", action="store_true", help="skip timing single decode steps")
     add_compressor_option(parser)
     add_backbone_options(parser)
     parser.set_defaults(run=run)
@@ -29,9 +37,13 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..backbone import Backbone
-    from ..bench.runner import BenchSettings, run_bench, write_bench
+    from ..bench.runner import BenchSettings, default_decode_paths, run_bench, write_bench
     from ..errors import InputError
     from ..reader import Reader, UntrainedCompressorWarning
 
@@ -40,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
         settings = BenchSettings(
             compress_sizes=[(t, c) for t, c in sizes], serve_lengths=_ints(args.serve_lengths), batch=args.batch,
             new_tokens=_ints(args.new_tokens), repeats=args.repeats, ask_document_tokens=args.ask_tokens or None,
-            compile_mode=args.compile_mode,
+            compile_mode=args.compile_mode, decode_compile_mode=args.decode_compile_mode,
+            decode_backend=args.decode_backend, step_profile=not args.no_step_profile,
         )
     except ValueError as error:
         raise InputError(f"bad size list: {error}") from error
     backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation)
+    settings.decode = _names(args.decode) if args.decode else default_decode_paths(backbone.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedCompressorWarning)  # speed does not depend on the weights
         reader = Reader.load(args.compressor, backbone)

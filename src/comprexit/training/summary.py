@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from ..errors import InputError
 from .plots import read_metrics
 
-RECIPE_FIELDS = ("method", "ablation", "phase", "lr", "batch_size", "epochs", "max_steps", "ce_weight", "kl_weight", "ae_weight", "extra_ntp",
+RECIPE_FIELDS = ("method", "ablation", "phase", "lr", "batch_size", "grad_accum", "epochs", "max_steps", "ce_weight", "kl_weight", "ae_weight", "extra_ntp",
                  "compressor", "init")
 
 
@@ -67,7 +67,7 @@ def validation_at(run: dict[str, Any], point: int, by: str = "step") -> dict[str
 
 def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
     # runs of one batch size compare at a step; a batch-size sweep compares at equal examples seen
-    by = "step" if len({r["recipe"].get("batch_size") for r in runs}) <= 1 else "examples"
+    by = "step" if len({_examples_per_step(r["recipe"]) for r in runs}) <= 1 else "examples"
     common = common_validation_step(runs, by)
     where = f"step {common}" if by == "step" else f"{common:,} examples" if common is not None else "- examples"
     lines = [
@@ -79,7 +79,8 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
     ]
     for r in runs:
         recipe = r["recipe"]
-        knobs = [f"lr {recipe['lr']:g}", f"batch {recipe['batch_size']}", f"ce {recipe['ce_weight']:g}"]
+        batch = f"batch {recipe['batch_size']}" + (f"x{recipe['grad_accum']}" if (recipe.get("grad_accum") or 1) > 1 else "")
+        knobs = [f"lr {recipe['lr']:g}", batch, f"ce {recipe['ce_weight']:g}"]
         named = " ".join(filter(None, [recipe.get("method"), recipe.get("ablation")]))
         if named and named != "comprexit":  # runs from before the method field say nothing: ComprExIT
             knobs.insert(0, named)
