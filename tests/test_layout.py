@@ -54,3 +54,11 @@ def test_table_command_refuses_a_training_label_that_is_no_row(tmp_path, capsys)
     path.write_text(json.dumps(_results("ICAE", "icae", {"ratio": 4}, 10)))
     code = main(["table", str(path), "--layout", "paper", "--training", f"Nope={tmp_path}"])
     assert code == 2 and "no row's label" in capsys.readouterr().err
+
+
+def test_relabel_renames_a_row_and_refuses_an_unknown_one(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_results("icae", "icae", {"ratio": 4}, 10)))
+    assert main(["table", str(path), "--relabel", "icae=ICAE (LoRA)"]) == 0
+    assert "| ICAE (LoRA) |" in capsys.readouterr().out
+    assert main(["table", str(path), "--relabel", "nope=x"]) == 2

@@ -337,7 +337,7 @@ def test_train_both_phases_and_evaluate_from_the_command_line(name, capsys, tmp_
     assert results["datasets"]["toy_eval"]["count"] == 4
     # the eval records what training the weights cost, both phases, first one first
     assert [(p["phase"], p["steps"]) for p in results["training"]] == [("ntp", summary["step"]), ("sft", 2)]
-    assert all(p["train_seconds"] > 0 for p in results["training"])
+    assert all(p["train_seconds"] >= 0 and p["device"] for p in results["training"])  # tiny runs round to 0.0 s
 
 
 @pytest.mark.parametrize("name", ["truncate-last", "truncate-first", "mean-pool"])

@@ -187,9 +187,16 @@ chain() {  # chain NAME METHOD [train options shared by both phases]: NTP, SFT, 
   [ -d $RUNS/$name/ntp/final ] || return 0
   phase $RUNS/$name/sft sft --method $method --init $RUNS/$name/ntp/final --data $SFT_FILES --epochs "${SFT_EPOCHS:-2}" "$@"
   [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) < ${EVAL_SECONDS:-200})" && \
-    evaluate $name $RUNS/$name/sft/best "$name" $method
+    evaluate $name $RUNS/$name/sft/best "${LABELS[$name]:-$name}" $method
   return 0
 }
+
+declare -A LABELS=(  # row names in the results tables
+  [prompt_tuning]="Prompt tuning (full context)" [icae]="ICAE" [500x]="500xCompressor"
+  [comprexit_seed1]="ComprExIT (extended recipe, seed 1)" [icae_seed1]="ICAE (seed 1)"
+  [wo_allocation]="ComprExIT" [embedding_only]="ComprExIT" [middle_layer]="ComprExIT" [last_layer]="ComprExIT"
+  [comprexit_8x]="ComprExIT (extended recipe)" [comprexit_16x]="ComprExIT (extended recipe)" [icae_8x]="ICAE" [icae_16x]="ICAE"
+)
 
 chain_prompt_tuning() { chain prompt_tuning prompt-tuning; }
 chain_icae()          { chain icae icae --gradient-checkpointing; }  # 25 GB without: four chains then overflow 80 GB

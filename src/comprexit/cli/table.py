@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--training", action="append", default=[], metavar="LABEL=RUN[,RUN]",
                         help="(paper layout) the training run folders, first phase first, of the row labelled LABEL, "
                         "for weights evaluated outside their run folder")
+    parser.add_argument("--relabel", action="append", default=[], metavar="OLD=NEW",
+                        help="show the row labelled OLD (the file's `label`) as NEW")
     parser.add_argument("--note", action="append", default=[], help="(paper layout) a line added under the tables")
     parser.set_defaults(run=run)
 
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import comparison_table, load_results
 
     runs = [load_results(path) for path in args.results]
+    _relabel(runs, args.relabel)
     if args.layout == "paper":
         table = _paper_table(runs, args)
     else:
@@ -40,6 +43,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table, end="")
     return 0
+
+
+def _relabel(runs: list[dict], specs: list[str]) -> None:
+    from ..errors import InputError
+    from ..evaluation.report import run_label
+
+    for spec in specs:
+        old, _, new = spec.partition("=")
+        matching = [r for r in runs if run_label(r) == old]
+        if not new or not matching:
+            raise InputError(f"--relabel wants OLD=NEW with OLD a row's label, got {spec!r}")
+        for run in matching:
+            run["label"] = new
 
 
 def _paper_table(runs: list[dict], args: argparse.Namespace) -> str:
