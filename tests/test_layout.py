@@ -62,3 +62,15 @@ def test_relabel_renames_a_row_and_refuses_an_unknown_one(tmp_path, capsys):
     assert main(["table", str(path), "--relabel", "icae=ICAE (LoRA)"]) == 0
     assert "| ICAE (LoRA) |" in capsys.readouterr().out
     assert main(["table", str(path), "--relabel", "nope=x"]) == 2
+
+
+def test_paper_layout_writes_its_plot_beside_the_table(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    paths = []
+    for label, method, f1 in [("zero-shot", "zero-shot", 20.0), ("ComprExIT", "comprexit", 25.0)]:
+        paths.append(tmp_path / f"{method}.json")
+        paths[-1].write_text(json.dumps(_results(label, method, {"ratio": 4} if method == "comprexit" else None,
+                                                 2_000_000 if method == "comprexit" else None, f1)))
+    assert main(["table", *map(str, paths), "--layout", "paper", "-o", str(tmp_path / "t.md")]) == 0
+    png = tmp_path / "t.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -167,8 +167,13 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
 }
 
 # Issue 6: every trained method gets the shipped recipe's budget (NTP 890 steps with the QA
-# contexts as extra text, then the `extended` SFT, 2 epochs) and the same evaluation. Four
-# chains fit side by side; at ~55 examples/s each, one chain needs about two 10-minute calls.
+# contexts as extra text, then the `extended` SFT, 2 epochs) and the same evaluation.
+# Measured on the H100 (2026-11-23): NTP peak memory prompt tuning 23 GB, 500x 26 GB,
+# ComprExIT 17 GB, ICAE 16 GB with gradient checkpointing (~25 GB without: it ran out of
+# memory beside three others). Three chains side by side make 38-66 examples/s each and
+# finish NTP + SFT + eval in about 2.5 calls; ICAE alone makes 53 examples/s in NTP (with
+# checkpointing) and needs about two calls. The stage (and a paused chain with it) is lost
+# when the 30-minute lease ends: plan a chain to finish inside one lease.
 # Each call re-runs the same step: finished phases are skipped, paused ones resume, and every
 # phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540).
 left_minutes() { python3 -c "import time; print(round(max(0.1, ($DEADLINE - time.time()) / 60), 2))"; }

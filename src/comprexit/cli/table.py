@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(table)
         print(f"wrote {args.output}")
+        if args.layout == "paper":
+            _paper_plot(runs, args)
     else:
         print(table, end="")
     return 0
@@ -74,6 +76,16 @@ def _paper_table(runs: list[dict], args: argparse.Namespace) -> str:
         training[label] = [phase_record(folder) for folder in folders.split(",")]
     rows = [describe(r, training.get(run_label(r))) for r in runs]
     return paper_layout(rows, args.title, args.note)
+
+
+def _paper_plot(runs: list[dict], args: argparse.Namespace) -> None:
+    """Table 1's rows as bars beside the table (X.md -> X.png), where matplotlib is installed."""
+    from ..evaluation.layout import describe, plot_layout
+
+    rows = [row for row in map(describe, runs) if row.ratio in (None, 4) and row.ablation is None]
+    path = plot_layout(rows, Path(args.output).with_suffix(".png"), args.title)
+    if path is not None:
+        print(f"wrote {path}")
 
 
 def _names(text: str) -> list[str]:

@@ -9,6 +9,7 @@ line for weights evaluated outside their run folder (the packaged compressor).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from .report import IN_DOMAIN, OUT_OF_DOMAIN, run_label
@@ -116,7 +117,50 @@ def _training_time(row: Row) -> str:
 
 
 def _average(scores: dict[str, Any], members: Sequence[str]) -> str:
-    present = [scores[m] for m in members if m in scores]
-    if len(present) != len(members):
-        return "-"
-    return f"{sum(r['em'] for r in present) / len(present):.2f} / {sum(r['f1'] for r in present) / len(present):.2f}"
+    em, f1 = _mean(scores, members, "em"), _mean(scores, members, "f1")
+    return "-" if em is None else f"{em:.2f} / {f1:.2f}"
+
+
+def _mean(scores: dict[str, Any], members: Sequence[str], metric: str) -> float | None:
+    """The unweighted mean over the datasets, or None unless all of them were evaluated."""
+    present = [scores[m][metric] for m in members if m in scores]
+    return sum(present) / len(present) if len(present) == len(members) else None
+
+
+def plot_layout(rows: Sequence[Row], output: str | Path, title: str = "") -> Path | None:
+    """In-domain and OOD average F1 of every row as paired bars, the full-context bound as a line.
+
+    Returns the PNG path, or None without matplotlib (an optional extra) or rows to draw.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    drawn = [(r, _mean(r.results["datasets"], IN_DOMAIN, "f1"), _mean(r.results["datasets"], OUT_OF_DOMAIN, "f1"))
+             for r in rows]
+    drawn = [d for d in drawn if d[1] is not None and d[2] is not None]
+    if not drawn:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(drawn) + 1.5))
+    positions = range(len(drawn))
+    ax.barh([p - 0.2 for p in positions], [d[1] for d in drawn], height=0.4, label="in-domain avg F1")
+    ax.barh([p + 0.2 for p in positions], [d[2] for d in drawn], height=0.4, label="OOD avg F1")
+    bound = next((d for d in drawn if d[0].method == "zero-shot"), None)
+    if bound is not None:
+        ax.axvline(bound[1], color="C0", linestyle="--", linewidth=1, label="full-context bound, in-domain")
+        ax.axvline(bound[2], color="C1", linestyle="--", linewidth=1, label="full-context bound, OOD")
+    ax.set_yticks(list(positions), [_name(d[0]) + (f" ({d[0].ratio}x)" if d[0].ratio not in (None, 4) else "")
+                                    for d in drawn], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("F1")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(output)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
