@@ -135,6 +135,11 @@ def serving_paths(row: dict) -> dict[str, dict]:
     return row.get("paths") or {"eager": row}
 
 
+def decode_paths_of(rows: list[dict]) -> list[str]:
+    """The decode paths the serving rows were timed with, in first-seen order."""
+    return list(dict.fromkeys(name for row in rows for name in serving_paths(row)))
+
+
 def _document(reader: Reader, tokens: int) -> str:
     """Real prose of about `tokens` tokens: the bundled example document, repeated."""
     base = (Path(__file__).resolve().parents[3] / "examples" / "lighthouse.txt")
@@ -222,7 +227,7 @@ def bench_markdown(results: dict) -> str:
 def serving_markdown(results: dict) -> list[str]:
     """The serving tables: per decode path (a), (b), (c) and their ratios; one-time costs; the step profile."""
     rows = results["serving"]
-    paths = list(dict.fromkeys(name for row in rows for name in serving_paths(row)))
+    paths = decode_paths_of(rows)
     lines = [
         "Each batch decodes exactly the stated number of new tokens (EOS suppressed). (b) and (c) reuse a cache "
         "computed once per document and batch every question (pads between the cached prefix and the prompts). "
@@ -304,7 +309,7 @@ def plot_bench(results: dict, path: Path) -> Path | None:
     ax.legend(fontsize=7)
     ax = axes[1]
     rows = results["serving"]
-    paths = list(dict.fromkeys(name for row in rows for name in serving_paths(row)))
+    paths = decode_paths_of(rows)
     width = 0.8 / (len(MODES) * len(paths))
     xs = range(len(rows))
     labels = {"a_full_context": "(a) full context", "b_prefix_cache": "(b) prefix cache", "c_slots": "(c) ComprExIT"}

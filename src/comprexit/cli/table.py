@@ -30,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     runs = [load_results(path) for path in args.results]
     _relabel(runs, args.relabel)
-    if args.layout == "paper":
-        table = _paper_table(runs, args)
+    rows = _paper_rows(runs, args) if args.layout == "paper" else None
+    if rows is not None:
+        from ..evaluation.layout import paper_layout
+
+        table = paper_layout(rows, args.title, args.note)
     else:
         table = comparison_table(
             runs, in_domain=_names(args.in_domain), out_of_domain=_names(args.ood), title=args.title
@@ -40,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(table)
         print(f"wrote {args.output}")
-        if args.layout == "paper":
-            _paper_plot(runs, args)
+        if rows is not None:
+            _paper_plot(rows, args)
     else:
         print(table, end="")
     return 0
@@ -60,9 +63,10 @@ def _relabel(runs: list[dict], specs: list[str]) -> None:
             run["label"] = new
 
 
-def _paper_table(runs: list[dict], args: argparse.Namespace) -> str:
+def _paper_rows(runs: list[dict], args: argparse.Namespace) -> list:
+    """Each results file as a row of the paper layout, with the training runs named by --training."""
     from ..errors import InputError
-    from ..evaluation.layout import describe, paper_layout
+    from ..evaluation.layout import describe
     from ..evaluation.report import run_label
     from ..training.summary import phase_record
 
@@ -74,16 +78,15 @@ def _paper_table(runs: list[dict], args: argparse.Namespace) -> str:
         if label not in {run_label(r) for r in runs}:
             raise InputError(f"--training names {label!r}, which is no row's label")
         training[label] = [phase_record(folder) for folder in folders.split(",")]
-    rows = [describe(r, training.get(run_label(r))) for r in runs]
-    return paper_layout(rows, args.title, args.note)
+    return [describe(r, training.get(run_label(r))) for r in runs]
 
 
-def _paper_plot(runs: list[dict], args: argparse.Namespace) -> None:
+def _paper_plot(rows: list, args: argparse.Namespace) -> None:
     """Table 1's rows as bars beside the table (X.md -> X.png), where matplotlib is installed."""
-    from ..evaluation.layout import describe, plot_layout
+    from ..evaluation.layout import plot_layout
 
-    rows = [row for row in map(describe, runs) if row.ratio in (None, 4) and row.ablation is None]
-    path = plot_layout(rows, Path(args.output).with_suffix(".png"), args.title)
+    table_one = [row for row in rows if row.ratio in (None, 4) and row.ablation is None]
+    path = plot_layout(table_one, Path(args.output).with_suffix(".png"), args.title)
     if path is not None:
         print(f"wrote {path}")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .report import IN_DOMAIN, OUT_OF_DOMAIN, run_label
+from .report import IN_DOMAIN, OUT_OF_DOMAIN, dataset_mean, run_label
 
 ABLATION_TITLES = {
     "wo-allocation": "w/o allocation (attention per window)",
@@ -117,14 +117,8 @@ def _training_time(row: Row) -> str:
 
 
 def _average(scores: dict[str, Any], members: Sequence[str]) -> str:
-    em, f1 = _mean(scores, members, "em"), _mean(scores, members, "f1")
+    em, f1 = dataset_mean(scores, members, "em"), dataset_mean(scores, members, "f1")
     return "-" if em is None else f"{em:.2f} / {f1:.2f}"
-
-
-def _mean(scores: dict[str, Any], members: Sequence[str], metric: str) -> float | None:
-    """The unweighted mean over the datasets, or None unless all of them were evaluated."""
-    present = [scores[m][metric] for m in members if m in scores]
-    return sum(present) / len(present) if len(present) == len(members) else None
 
 
 def plot_layout(rows: Sequence[Row], output: str | Path, title: str = "") -> Path | None:
@@ -139,7 +133,7 @@ def plot_layout(rows: Sequence[Row], output: str | Path, title: str = "") -> Pat
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    drawn = [(r, _mean(r.results["datasets"], IN_DOMAIN, "f1"), _mean(r.results["datasets"], OUT_OF_DOMAIN, "f1"))
+    drawn = [(r, dataset_mean(r.results["datasets"], IN_DOMAIN, "f1"), dataset_mean(r.results["datasets"], OUT_OF_DOMAIN, "f1"))
              for r in rows]
     drawn = [d for d in drawn if d[1] is not None and d[2] is not None]
     if not drawn:

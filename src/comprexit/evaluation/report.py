@@ -138,13 +138,8 @@ def comparison_table(
             r = run["datasets"].get(name)
             cells.append(f"{r['em']:.2f} / {r['f1']:.2f}" if r else "-")
         for _, members in groups:
-            present = [run["datasets"][m] for m in members if m in run["datasets"]]
-            if len(present) == len(members):
-                em = sum(r["em"] for r in present) / len(present)
-                f1 = sum(r["f1"] for r in present) / len(present)
-                cells.append(f"{em:.2f} / {f1:.2f}")
-            else:
-                cells.append("-")
+            em, f1 = (dataset_mean(run["datasets"], members, metric) for metric in ("em", "f1"))
+            cells.append("-" if em is None else f"{em:.2f} / {f1:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Sources:"]
     for run in runs:
@@ -155,6 +150,12 @@ def comparison_table(
             f"questions {count}"
         )
     return "\n".join(lines) + "\n"
+
+
+def dataset_mean(scores: dict[str, Any], members: Sequence[str], metric: str) -> float | None:
+    """The unweighted mean of `metric` over the datasets `members`, or None unless all were evaluated."""
+    present = [scores[m][metric] for m in members if m in scores]
+    return sum(present) / len(present) if present and len(present) == len(members) else None
 
 
 def _params(run: dict[str, Any]) -> str:
