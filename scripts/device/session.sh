@@ -170,7 +170,7 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
 # contexts as extra text, then the `extended` SFT, 2 epochs) and the same evaluation.
 # Measured on the H100 (2026-11-23): NTP peak memory prompt tuning 23 GB, 500x 26 GB,
 # ComprExIT 17 GB, ICAE 16 GB with gradient checkpointing (~25 GB without: it ran out of
-# memory beside three others). Three chains side by side make 38-66 examples/s each and
+# memory beside three others). Three or four chains side by side make 38-76 examples/s each and
 # finish NTP + SFT + eval in about 2.5 calls; ICAE alone makes 53 examples/s in NTP (with
 # checkpointing) and needs about two calls. The stage (and a paused chain with it) is lost
 # when the 30-minute lease ends: plan a chain to finish inside one lease.
