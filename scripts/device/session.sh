@@ -175,8 +175,12 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
 # checkpointing) and needs about two calls. The stage (and a paused chain with it) is lost
 # when the 30-minute lease ends: plan a chain to finish inside one lease.
 # Each call re-runs the same step: finished phases are skipped, paused ones resume, and every
-# phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540).
-left_minutes() { python3 -c "import time; print(round(max(0.1, ($DEADLINE - time.time()) / 60), 2))"; }
+# phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540) less PHASE_MARGIN.
+# A phase needs ~1.5 minutes beyond its --max-minutes (loading the backbone, the validation and the
+# checkpoint at the pause): PHASE_MARGIN seconds are kept back for it. Measured 2026-11-24 (H200):
+# without the margin, an NTP phase ending mid-call and the SFT phase after it overran the call by
+# more than 45 s; the call was killed before SFT's pause checkpoint and its progress was lost.
+left_minutes() { python3 -c "import time; print(round(max(0.1, ($DEADLINE - ${PHASE_MARGIN:-90} - time.time()) / 60), 2))"; }
 
 phase() {  # phase DIR [train args]: train into DIR until done or the deadline, resuming if it paused before
   local dir=$1; shift
