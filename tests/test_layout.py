@@ -64,6 +64,25 @@ def test_relabel_renames_a_row_and_refuses_an_unknown_one(tmp_path, capsys):
     assert main(["table", str(path), "--relabel", "nope=x"]) == 2
 
 
+def test_relabel_by_file_picks_one_of_the_rows_sharing_a_label(tmp_path, capsys):
+    paths = []
+    for ratio in (4, 8):
+        path = tmp_path / f"r{ratio}.json"
+        path.write_text(json.dumps(_results("ComprExIT", "comprexit", {"ratio": ratio, "allocation": "transport"}, 10)))
+        paths.append(str(path))
+    assert main(["table", *paths, "--layout", "paper", "--relabel", f"{paths[0]}=ComprExIT (shipped)"]) == 0
+    two = capsys.readouterr().out.split("## ")[2]
+    assert "| ComprExIT (shipped) | 4x |" in two and "| ComprExIT | 8x |" in two
+
+
+def test_recorded_training_wins_over_training_named_by_label():
+    recorded = [{"phase": "sft", "steps": 5, "train_seconds": 120.0}]
+    named = [{"phase": "sft", "steps": 5, "train_seconds": 60.0}]
+    run = _results("ComprExIT", "comprexit", {"ratio": 8, "allocation": "transport"}, 10)
+    assert describe(dict(run, training=recorded), named).training == recorded
+    assert describe(run, named).training == named
+
+
 def test_paper_layout_writes_its_plot_beside_the_table(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     paths = []

@@ -17,10 +17,11 @@ def add_parser(sub) -> None:
                         help="flat: one table; paper: the paper's Tables 1, 2 and 4 (4x, ratios, ablations) "
                         "with trainable parameters and training time")
     parser.add_argument("--training", action="append", default=[], metavar="LABEL=RUN[,RUN]",
-                        help="(paper layout) the training run folders, first phase first, of the row labelled LABEL, "
-                        "for weights evaluated outside their run folder")
+                        help="(paper layout) the training run folders, first phase first, of the rows labelled LABEL "
+                        "whose eval recorded none (weights evaluated outside their run folder)")
     parser.add_argument("--relabel", action="append", default=[], metavar="OLD=NEW",
-                        help="show the row labelled OLD (the file's `label`) as NEW")
+                        help="show the rows labelled OLD (the file's `label`), or the one row of the results file OLD "
+                        "(as given here), as NEW")
     parser.add_argument("--note", action="append", default=[], help="(paper layout) a line added under the tables")
     parser.set_defaults(run=run)
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import comparison_table, load_results
 
     runs = [load_results(path) for path in args.results]
-    _relabel(runs, args.relabel)
+    _relabel(runs, args.results, args.relabel)
     rows = _paper_rows(runs, args) if args.layout == "paper" else None
     if rows is not None:
         from ..evaluation.layout import paper_layout
@@ -50,15 +51,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relabel(runs: list[dict], specs: list[str]) -> None:
+def _relabel(runs: list[dict], paths: list[str], specs: list[str]) -> None:
+    """A file's own name picks one row where several files share a label (e.g. one method at 4x, 8x, 16x)."""
     from ..errors import InputError
     from ..evaluation.report import run_label
 
     for spec in specs:
         old, _, new = spec.partition("=")
-        matching = [r for r in runs if run_label(r) == old]
+        matching = [r for r, path in zip(runs, paths, strict=True) if old in (path, run_label(r))]
         if not new or not matching:
-            raise InputError(f"--relabel wants OLD=NEW with OLD a row's label, got {spec!r}")
+            raise InputError(f"--relabel wants OLD=NEW with OLD a row's label or a results file given, got {spec!r}")
         for run in matching:
             run["label"] = new
 

@@ -47,7 +47,7 @@ def describe(results: dict[str, Any], training: list[dict[str, Any]] | None = No
     name = method.get("method", "?")
     ratio = config.get("ratio", method.get("ratio"))
     ablation = ablation_of(config, results["backbone"]["num_layers"]) if name == "comprexit" else None
-    return Row(results, name, ratio, ablation, training if training is not None else results.get("training") or [])
+    return Row(results, name, ratio, ablation, results.get("training") or training or [])
 
 
 def paper_layout(rows: Sequence[Row], title: str, notes: Sequence[str] = ()) -> str:
