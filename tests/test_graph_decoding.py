@@ -1,0 +1,140 @@
+"""Our own decode loop (graph_decoding.py) gives the eager and static answers, token for token.
+
+Exact equality, no tolerance: greedy tokens of tiny float32 models, whose weights are drawn anew
+so that answers vary from token to token (the default draw repeats one character, which would
+hide a wrong window). The Gemma-3-style backbones have a 16-position sliding window, outgrown
+by prefix + prompt, as a 2048-token document outgrows Gemma-3-270M's 512-position window.
+Most tests run the loop's functions eagerly; one compiles them (fullgraph, "eager" dynamo
+backend: no C++ toolchain, seconds not minutes) and checks that steps compile once.
+"""
+
+import pytest
+import torch
+
+from comprexit.decoding import build_decoder_batch, cached_answers, greedy_answers, prefill
+from comprexit.errors import ConfigError, InputError
+from comprexit.graph_decoding import GraphDecoder
+from comprexit.static_decoding import StaticDecoder
+
+from tiny import tiny_backbone
+
+QUESTIONS = ["Who is it?", "Where?", "What is the name of it?"]
+
+
+def varied_backbone(kind: str):
+    backbone = tiny_backbone(kind)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in backbone.model.parameters():
+            if parameter.ndim == 2:
+                parameter.normal_(0, 0.02)
+    return backbone
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3-hybrid", "gemma3"])
+def backbone(request):
+    return varied_backbone(request.param)
+
+
+def _setup(backbone, prefix_tokens):
+    torch.manual_seed(prefix_tokens)
+    prefix = backbone.embed(torch.randint(10, 90, (prefix_tokens,)))
+    return prefix, [backbone.tokenize(q) for q in QUESTIONS]
+
+
+@pytest.mark.parametrize("prefix_tokens", [5, 40])
+def test_left_padded_path_matches_eager_and_static(backbone, prefix_tokens):
+    """(a): left-padded `[BOS] + prefix + prompt` from the empty working cache, bucket padding and all."""
+    prefix, prompts = _setup(backbone, prefix_tokens)
+    graph = GraphDecoder(backbone, max_cache_len=96, bucket=16)
+    eager = greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8)
+    assert greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8, decoder=graph) == eager
+    assert greedy_answers(backbone, [prefix] * 3, prompts, 8, decoder=StaticDecoder(backbone, max_cache_len=96)) == eager
+    batch = build_decoder_batch(backbone, [prefix] * 3, prompts)
+    forced = dict(max_new_tokens=12, force_new_tokens=True)
+    assert (backbone.generate(batch.inputs_embeds, batch.attention_mask, decoder=graph, **forced)
+            == backbone.generate(batch.inputs_embeds, batch.attention_mask, **forced))
+
+
+@pytest.mark.parametrize("prefix_tokens", [5, 40])
+@pytest.mark.parametrize("exact", [True, False])
+def test_prefix_cache_path_matches_eager_and_keeps_the_snapshot(backbone, prefix_tokens, exact):
+    """(b)/(c): a snapshot of `[BOS] + prefix` copied into the working cache, then our prefill and steps."""
+    prefix, prompts = _setup(backbone, prefix_tokens)
+    decode = dict(max_new_tokens=10, force_new_tokens=True, exact=exact)
+    eager = cached_answers(backbone, prefill(backbone, prefix), prompts, **decode)
+    cache = prefill(backbone, prefix, decoder=GraphDecoder(backbone, max_cache_len=96, bucket=16))
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.past_key_values.layers]
+    assert cached_answers(backbone, cache, prompts, **decode) == eager
+    assert cached_answers(backbone, cache, prompts, **decode) == eager  # a second batch reads the same prefix
+    assert cached_answers(backbone, cache, prompts[1:], **decode) == eager[1:]  # another batch size
+    for layer, (keys, values) in zip(cache.past_key_values.layers, before):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+
+
+def test_rows_stop_at_their_first_stop_token():
+    """Without forcing, stop tokens end rows (checked every `check_every` steps; answers cut at the first)."""
+    backbone = varied_backbone("gemma3-hybrid")
+    prefix, prompts = _setup(backbone, 40)
+    backbone.stop_token_ids = [1, *backbone.tokenize("J^e")]  # characters these weights often choose
+    graph = GraphDecoder(backbone, max_cache_len=96, bucket=16, check_every=2)
+    eager = cached_answers(backbone, prefill(backbone, prefix), prompts, max_new_tokens=10)
+    assert any(len(answer) < 10 for answer in eager)
+    assert cached_answers(backbone, prefill(backbone, prefix, decoder=graph), prompts, max_new_tokens=10) == eager
+    assert greedy_answers(backbone, [prefix] * 3, prompts, 10, decoder=graph) == greedy_answers(
+        backbone, [prefix] * 3, prompts, 10)
+
+
+def test_compiled_loop_matches_eager_and_compiles_each_shape_once():
+    """fullgraph torch.compile of the prefill and the step: a graph break would fail here, as it
+    would on a GPU; further batches of the same shapes and all their steps reuse the graphs."""
+    from torch._dynamo.utils import counters
+
+    backbone = varied_backbone("gemma3-hybrid")
+    prefix, prompts = _setup(backbone, 40)
+    graph = GraphDecoder.compiled(backbone, max_cache_len=96, mode="default", backend="eager")
+    decode = dict(max_new_tokens=8, force_new_tokens=True, exact=False)
+    eager = cached_answers(backbone, prefill(backbone, prefix), prompts, **decode)
+    cache = prefill(backbone, prefix, decoder=graph)
+    assert cached_answers(backbone, cache, prompts, **decode) == eager
+    compiled = counters["stats"]["unique_graphs"]
+    assert cached_answers(backbone, cache, prompts, **decode) == eager
+    assert cached_answers(backbone, cache, prompts[::-1], **{**decode, "max_new_tokens": 5}) == [
+        a[:5] for a in eager[::-1]]
+    assert counters["stats"]["unique_graphs"] == compiled
+    assert greedy_answers(backbone, [prefix] * 3, prompts, 8, decoder=graph) == greedy_answers(
+        backbone, [prefix] * 3, prompts, 8)
+    assert counters["stats"]["unique_graphs"] == compiled + 1  # (a)'s prefill bucket; its steps reuse the step
+
+
+def test_reader_answers_the_same_through_the_graph_decoder():
+    from comprexit import ComprExIT, ComprExITConfig
+    from comprexit.reader import Reader
+
+    backbone = varied_backbone("gemma3-hybrid")
+    torch.manual_seed(0)
+    compressor = ComprExIT.for_backbone(backbone, ComprExITConfig(window=16))
+    eager = Reader(backbone, compressor)
+    graph = Reader(backbone, compressor, decoder=GraphDecoder(backbone, reserve=64, bucket=16))
+    text = "The lighthouse keeper was Thomas Reed. The lens came from Paris. " * 2
+    document = eager.compress(text)
+    for use_cache in (True, False):
+        assert (graph.ask(document, QUESTIONS, max_new_tokens=6, use_cache=use_cache)
+                == eager.ask(document, QUESTIONS, max_new_tokens=6, use_cache=use_cache))
+
+
+def test_refusals_name_the_problem():
+    backbone = varied_backbone("llama")
+    prefix, prompts = _setup(backbone, 40)
+    graph = GraphDecoder(backbone, max_cache_len=48)
+    with pytest.raises(InputError, match="do not fit"):
+        greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8, decoder=graph)
+    batch = build_decoder_batch(backbone, [prefix], prompts[:1])
+    with pytest.raises(ConfigError, match="greedily"):
+        graph.generate(backbone.model, inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                       max_new_tokens=2, do_sample=True)
+    with pytest.raises(ConfigError, match="working cache of this GraphDecoder"):
+        backbone.generate(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3),
+                          past_key_values=StaticDecoder(backbone, 48).fresh(1, 10), decoder=graph)
+    with pytest.raises(ConfigError, match="bucket"):
+        GraphDecoder(backbone, bucket=0)
