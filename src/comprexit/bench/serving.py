@@ -6,9 +6,10 @@
 (c) ComprExIT: the document is compressed once, the decoder's cache over `[BOS] + slots` is
     computed once, and each question only prefills itself.
 
-Each is timed once per decode path: "eager" (transformers' dynamic cache, eager forward) and
-"static" (static caches with generate's compiled decode step, static_decoding.py). The first
-call of each is timed apart: on the static path it compiles, and it is kept out of the medians.
+Each is timed once per decode path: "eager" (transformers' dynamic cache, eager forward),
+"static" (static caches with generate's compiled decode step, static_decoding.py) and "graph"
+(the same caches decoded by our own compiled loop, graph_decoding.py). The first call of each is
+timed apart: on the compiled paths it compiles, and it is kept out of the medians.
 """
 
 from __future__ import annotations

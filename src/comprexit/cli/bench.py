@@ -22,11 +22,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--decode", default=None,
                         help="serving decode paths, comma-separated: eager (dynamic cache), static (static caches, "
-                             "decode step compiled by generate); default eager,static on a GPU, eager on a CPU")
+                             "decode step compiled by generate), graph (static caches, our own compiled prefill and "
+                             "decode steps); default eager,static,graph on a GPU, eager on a CPU")
     parser.add_argument("--decode-compile-mode", default="reduce-overhead",
-                        choices=["default", "reduce-overhead", "max-autotune"], help="torch.compile mode of the static path")
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode of the static and graph paths")
     parser.add_argument("--decode-backend", default="inductor",
-                        help="torch.compile backend of the static path ('eager' checks the path quickly on a CPU)")
+                        help="torch.compile backend of the static and graph paths ('eager' checks them quickly on a CPU)")
     parser.add_argument("--no-step-profile", action="store_true", help="skip timing single decode steps")
     add_compressor_option(parser)
     add_backbone_options(parser)
