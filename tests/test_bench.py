@@ -1,5 +1,6 @@
 """`comprexit bench` on a tiny random backbone at toy sizes writes a well-formed results file."""
 
+import gzip
 import json
 
 import pytest
@@ -36,9 +37,9 @@ def test_bench_writes_results_markdown_and_plot(tmp_path, capsys):
     assert "## Compression cost" in out.with_suffix(".md").read_text() and out.with_suffix(".png").is_file()
 
 
-def test_bench_times_every_decode_path(tmp_path, capsys):
+def test_bench_times_and_traces_every_decode_path(tmp_path, capsys):
     """The three decode paths in one run; static (compiled by generate) and graph (our own compiled loop)
-    with the quick "eager" dynamo backend."""
+    with the quick "eager" dynamo backend; one (c) batch of each traced by torch.profiler (CPU activity)."""
     from comprexit.bench.runner import bench_markdown
 
     backbone = save_tiny_backbone("gemma3-hybrid", tmp_path / "m")
@@ -46,7 +47,7 @@ def test_bench_times_every_decode_path(tmp_path, capsys):
     code = main([
         "bench", "--backbone", str(backbone), "--device", "cpu", "--compress-sizes", "64x1", "--serve-lengths", "40,100",
         "--new-tokens", "3,6", "--batch", "2", "--repeats", "1", "--ask-tokens", "0", "--decode", "eager,static,graph",
-        "--decode-backend", "eager", "--decode-compile-mode", "default", "-o", str(out),
+        "--decode-backend", "eager", "--decode-compile-mode", "default", "--trace", "-o", str(out),
     ])
     assert code == 0
     results = json.loads(out.read_text())
@@ -69,6 +70,18 @@ def test_bench_times_every_decode_path(tmp_path, capsys):
     markdown = out.with_suffix(".md").read_text()
     assert "(c) vs (a) static" in markdown and "## One decode step" in markdown and "compile warm-up" in markdown
     assert "(c) vs (b) graph" in markdown and "compiled by our own loop" in markdown
+    trace = results["trace"]
+    assert (trace["context_tokens"], trace["batch"], trace["new_tokens"]) == (40, 2, 3)
+    assert set(trace["paths"]) == {"eager", "static", "graph"}
+    for name, path in trace["paths"].items():
+        assert path["wall_seconds"] > 0 and path["cuda_kernel_seconds"] == 0  # no kernels on a CPU
+        assert set(path["regions"]) == {"question batch", "question prefill", "decode steps"}
+        for region in path["regions"].values():
+            assert region["span_seconds"] > 0 and 0 < len(region["top_self_cpu"]) <= 12
+            assert all(op["seconds"] > 0 and op["calls"] > 0 for op in region["top_self_cpu"])
+        assert path["chrome_trace"] == f"static.trace-{name}.json.gz"
+        assert json.loads(gzip.decompress((out.parent / path["chrome_trace"]).read_bytes()))["traceEvents"]
+    assert "## Where one (c) question batch goes" in markdown and "`graph`, decode steps" in markdown
     assert markdown == bench_markdown(results)
 
 

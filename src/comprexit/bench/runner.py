@@ -16,6 +16,7 @@ from ..static_decoding import StaticDecoder
 from .compression import compression_cost
 from .serving import MODES, interactive_ask, serving_costs, serving_prompts
 from .steps import STEPS, WARMUP, generate_step_seconds, step_profile
+from .trace import trace_markdown, trace_question_batches
 
 # serving decode paths besides "eager" (transformers' dynamic cache), each a decoder class
 DECODERS: dict[str, type[StaticDecoder]] = {"static": StaticDecoder, "graph": GraphDecoder}
@@ -39,6 +40,7 @@ class BenchSettings:
     decode_compile_mode: str = "reduce-overhead"
     decode_backend: str = "inductor"
     step_profile: bool = True
+    trace: bool = False  # torch.profiler around one warm (c) batch per decode path, first length
 
 
 def default_decode_paths(device: torch.device) -> list[str]:
@@ -76,7 +78,8 @@ def _compile_counters() -> dict[str, int]:
             "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"])}
 
 
-def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
+def run_bench(reader: Reader, settings: BenchSettings, progress=print, trace_files: Path | None = None) -> dict:
+    """All measurements; with `settings.trace`, Chrome traces go beside `trace_files` (the results file)."""
     results: dict = {
         "settings": asdict(settings),
         "backbone": {**reader.backbone.identity.to_dict(), "dtype": str(reader.backbone.dtype).replace("torch.", ""),
@@ -106,6 +109,10 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
         if settings.step_profile:
             progress(f"one decode step over {length} tokens, batch {settings.batch}")
             results["step_profile"].append(step_profile(reader.backbone, length, settings.batch, decoders))
+        if settings.trace and "trace" not in results:
+            progress(f"tracing one (c) batch per decode path over {length} tokens")
+            results["trace"] = trace_question_batches(reader, length, settings.batch, settings.new_tokens[0], decoders,
+                                                      trace_files)
     for row in results["step_profile"]:
         row["generate_step_seconds"] = {
             name: generate_step_seconds(results["serving"], row["context_tokens"], name) for name in decoders
@@ -196,6 +203,8 @@ def bench_markdown(results: dict) -> str:
             )
     lines += ["", "## Serving many questions over one document (per question, batch of questions)", ""]
     lines += serving_markdown(results)
+    if results.get("trace"):
+        lines += trace_markdown(results["trace"])
     lines += [
         "",
         "## Memory per document kept for later questions",
