@@ -86,7 +86,7 @@ def _choose(state: StepState, logits: torch.Tensor) -> None:
     state.tokens.copy_(token)
     state.answers.index_copy_(1, state.step, token)
     state.step.add_(1)
-    state.done.logical_or_(torch.isin(token[:, 0], state.stops))
+    state.done.logical_or_((token == state.stops).any(-1))
 
 
 def prefill_step(model, cache: Cache, state: StepState, embeds: torch.Tensor, positions: torch.Tensor,
