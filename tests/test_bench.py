@@ -63,13 +63,14 @@ def test_bench_times_and_traces_every_decode_path(tmp_path, capsys):
                 assert costs[f"{mode}_seconds_per_question"] > 0 and costs["first_call_seconds"][mode] > 0
             assert costs["speedup_c_over_a"] > 0 and costs["b_prefill_seconds"] > 0
         assert row["a_full_context_batch_seconds"] == row["paths"]["eager"]["a_full_context_batch_seconds"]
+        assert all(costs["c_answers_as_eager"] == 2 for costs in row["paths"].values())  # float32: all alike
     assert [r["context_tokens"] for r in results["step_profile"]] == [40, 100]
     for row in results["step_profile"]:
         assert all(row["step_seconds"][path] > 0 for path in ("eager", "static", "graph"))
         assert row["generate_step_seconds"]["static"] is not None and row["generate_step_seconds"]["graph"] is not None
     markdown = out.with_suffix(".md").read_text()
     assert "(c) vs (a) static" in markdown and "## One decode step" in markdown and "compile warm-up" in markdown
-    assert "(c) vs (b) graph" in markdown and "compiled by our own loop" in markdown
+    assert "(c) vs (b) graph" in markdown and "compiled by our own loop" in markdown and "40 tokens, 3 new, graph 2/2" in markdown
     trace = results["trace"]
     assert (trace["context_tokens"], trace["batch"], trace["new_tokens"]) == (40, 2, 3)
     assert set(trace["paths"]) == {"eager", "static", "graph"}

@@ -263,6 +263,13 @@ def serving_markdown(results: dict) -> list[str]:
             cells += [f"{1000 * costs[f'{mode}_seconds_per_question']:.1f} ms" for mode in MODES]
             cells += [f"{costs['speedup_c_over_a']:.2f}x", f"{costs['speedup_c_over_b']:.2f}x"]
         lines.append(f"| {row['context_tokens']} | {row['new_tokens']} | " + " | ".join(cells) + " |")
+    agreement = [(row, path) for row in rows for path in paths
+                 if path != "eager" and "c_answers_as_eager" in serving_paths(row).get(path, {})]
+    if agreement:
+        lines += ["", "(c) answers identical to the eager path's, token for token (a compiled path that decodes wrongly "
+                  "shows here; in bf16 a row may part where two logits are close): " + "; ".join(
+                      f"{row['context_tokens']} tokens, {row['new_tokens']} new, {path} "
+                      f"{row['paths'][path]['c_answers_as_eager']}/{row['batch']}" for row, path in agreement) + "."]
     lines += ["", "One-time costs per document: (b) prefill of the context's cache; (c) compression, then the prefill "
               "of the slots' cache (static: a batch-1 static snapshot, copied per question batch).", "",
               "| context tokens | (c) compress | " + " | ".join(f"(b) prefill {p} | (c) slot prefill {p}" for p in paths) + " |",
