@@ -138,3 +138,16 @@ def test_refusals_name_the_problem():
                           past_key_values=StaticDecoder(backbone, 48).fresh(1, 10), decoder=graph)
     with pytest.raises(ConfigError, match="bucket"):
         GraphDecoder(backbone, bucket=0)
+
+
+def test_shapes_past_dynamos_recompile_limit_run_uncompiled(caplog):
+    """With fullgraph=True dynamo refuses a shape past its recompile limit; that shape runs uncompiled."""
+    backbone = varied_backbone("llama")
+    prefix, prompts = _setup(backbone, 5)
+    graph = GraphDecoder.compiled(backbone, max_cache_len=96, mode="default", backend="eager")
+    cache = prefill(backbone, prefix, decoder=graph)
+    expected = cached_answers(backbone, prefill(backbone, prefix), prompts, 4)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        assert cached_answers(backbone, cache, prompts[:2], 4, exact=False) == expected[:2]
+        assert cached_answers(backbone, cache, prompts, 4, exact=False) == expected  # a second batch size
+    assert "runs uncompiled" in caplog.text

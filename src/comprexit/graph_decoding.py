@@ -29,6 +29,8 @@ memory and bandwidth: Gemma-3-270M's 15 sliding layers hold the whole cache, not
 
 from __future__ import annotations
 
+import logging
+import types
 import weakref
 from dataclasses import dataclass
 
@@ -38,6 +40,8 @@ from transformers.cache_utils import Cache, StaticLayer
 
 from .errors import ConfigError, InputError
 from .static_decoding import StaticDecoder
+
+logger = logging.getLogger(__name__)
 
 BUCKET = 64  # question prefills are padded to a multiple of this many positions
 CHECK_EVERY = 8  # decode steps between checks whether every row has ended (when EOS may stop)
@@ -141,8 +145,7 @@ class GraphDecoder(StaticDecoder):
             self._prefill, self._step = prefill_step, decode_step
         else:
             options = {**compile_config.to_dict(), "fullgraph": True, "dynamic": False}
-            self._prefill = _new_step_first(torch.compile(prefill_step, **options))
-            self._step = _new_step_first(torch.compile(decode_step, **options))
+            self._prefill, self._step = _compiled(prefill_step, options), _compiled(decode_step, options)
 
     @classmethod
     def compiled(cls, backbone, max_cache_len: int | None = None, mode: str = "reduce-overhead",
@@ -267,13 +270,28 @@ class GraphDecoder(StaticDecoder):
         return step
 
 
-def _new_step_first(compiled):
-    """`compiled`, telling CUDA-graph trees before each call that a new step begins: the functions
-    return nothing, and no output of an earlier replay is read again."""
+def _compiled(function, options: dict):
+    """`function` under torch.compile, as a caller of the compiled loop needs it.
+
+    * It is compiled from a copy of its code object, so each decoder has a dynamo cache of its own:
+      dynamo keeps compiled graphs per code object, and compiles at most `recompile_limit` (8)
+      shapes of one; with fullgraph=True one more raises, and so does the call that needs it.
+    * Past that limit (many batch sizes or buckets), a shape runs uncompiled, with a warning.
+    * Before each call, CUDA-graph trees are told that a new step begins: the functions return
+      nothing, and no output of an earlier replay is read again.
+    """
+    own = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__)
+    compiled = torch.compile(own, **options)
+    limit_hit = torch._dynamo.exc.FailOnRecompileLimitHit
 
     def run(*args):
         torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args)
+        try:
+            return compiled(*args)
+        except limit_hit:
+            logger.warning("%s has compiled as many shapes as dynamo allows (recompile_limit); this one runs "
+                           "uncompiled", function.__name__)
+            return function(*args)
 
     return run
 
