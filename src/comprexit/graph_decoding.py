@@ -135,9 +135,9 @@ class GraphDecoder(StaticDecoder):
         super().__init__(backbone, max_cache_len, compile_config, reserve)
         if bucket < 1 or check_every < 1:
             raise ConfigError(f"bucket and check_every must be >= 1, got {bucket} and {check_every}")
-        types = getattr(backbone.config, "layer_types", None) or []
-        if set(types) - set(LAYER_TYPES):
-            raise ConfigError(f"a GraphDecoder handles layer types {LAYER_TYPES}, this model has {sorted(set(types))}")
+        layer_types = set(getattr(backbone.config, "layer_types", None) or [])
+        if layer_types - set(LAYER_TYPES):
+            raise ConfigError(f"a GraphDecoder handles layer types {LAYER_TYPES}, this model has {sorted(layer_types)}")
         self.bucket, self.check_every = bucket, check_every
         self._states: dict[tuple[int, int], StepState] = {}
         self._filled = weakref.WeakKeyDictionary()  # cache -> positions it holds, known on the host
@@ -198,18 +198,22 @@ class GraphDecoder(StaticDecoder):
     def generate(self, model, *, attention_mask: torch.Tensor, max_new_tokens: int,
                  inputs_embeds: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                  past_key_values: Cache | None = None, position_ids: torch.Tensor | None = None,
-                 min_new_tokens: int | None = None, do_sample: bool = False, **unused) -> torch.Tensor:
+                 min_new_tokens: int | None = None, do_sample: bool = False, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, eos_token_id: list[int] | None = None,
+                 pad_token_id: int | None = None) -> torch.Tensor:
         """Greedy tokens, shaped as `model.generate` returns them (after `input_ids`, if given).
 
         Either left-padded `inputs_embeds` (decoded from the empty working cache), or `input_ids`
         whose first positions `past_key_values` (a working cache from `load`) already holds.
         `min_new_tokens == max_new_tokens` suppresses the stop tokens. Rows that end early go on
-        decoding; the caller cuts each row at its first stop token (`Backbone.generate` does).
-        `unused`: generate's other settings Backbone passes (eos and pad ids, temperature, ...):
-        the stop tokens are the backbone's, and decoding is greedy whatever they say.
+        decoding; the caller cuts each row at its first stop token (`Backbone.generate` does), so
+        `pad_token_id` is not needed. The stop tokens are the backbone's (`eos_token_id` must be them).
         """
-        if do_sample:
-            raise ConfigError("a GraphDecoder decodes greedily only")
+        if do_sample or any(value is not None for value in (temperature, top_p, top_k)):
+            raise ConfigError("a GraphDecoder decodes greedily only (no sampling settings)")
+        if eos_token_id is not None and list(eos_token_id) != list(self.backbone.stop_token_ids):
+            raise ConfigError(f"a GraphDecoder stops at the backbone's stop tokens {self.backbone.stop_token_ids}, "
+                              f"not {eos_token_id}")
         if min_new_tokens not in (None, 0, max_new_tokens):
             raise ConfigError(f"min_new_tokens must be 0 or max_new_tokens ({max_new_tokens}), got {min_new_tokens}")
         device = self.backbone.device

@@ -8,7 +8,8 @@ graphs under the default `CompileConfig(mode="reduce-overhead")`) when the cache
 is compileable, i.e. a `StaticCache` (fixed shapes and addresses), and only on CUDA, XPU, Neuron
 or TPU, unless `CompileConfig._compile_all_devices` is set (`_valid_auto_compile_criteria` in
 transformers/generation/utils.py). A `StaticDecoder` uses exactly that path; it writes no decode
-loop of its own, because generate accepts a `StaticCache` that already holds a prefix.
+loop of its own, because generate accepts a `StaticCache` that already holds a prefix (its
+subclass `GraphDecoder`, graph_decoding.py, does write one, to leave generate's per-step work out).
 
 What it adds around the library:
 
