@@ -1,11 +1,9 @@
-"""Our own decode loop (graph_decoding.py) gives the eager and static answers, token for token.
+"""Our own decode loop (graph_decoding.py) beyond the token-for-token matrix it shares with the
+static path in test_static_decoding.py: stop tokens, the compiled loop, Reader, refusals.
 
-Exact equality, no tolerance: greedy tokens of tiny float32 models, whose weights are drawn anew
-so that answers vary from token to token (the default draw repeats one character, which would
-hide a wrong window). The Gemma-3-style backbones have a 16-position sliding window, outgrown
-by prefix + prompt, as a 2048-token document outgrows Gemma-3-270M's 512-position window.
-Most tests run the loop's functions eagerly; one compiles them (fullgraph, "eager" dynamo
-backend: no C++ toolchain, seconds not minutes) and checks that steps compile once.
+Exact equality, no tolerance: greedy tokens of tiny float32 models whose weights make answers vary
+(`varied_backbone`). Most tests run the loop's functions eagerly; the compiled ones use fullgraph
+torch.compile with the "eager" dynamo backend (no C++ toolchain, seconds not minutes).
 """
 
 import pytest
@@ -16,60 +14,8 @@ from comprexit.errors import ConfigError, InputError
 from comprexit.graph_decoding import GraphDecoder
 from comprexit.static_decoding import StaticDecoder
 
-from tiny import tiny_backbone
-
-QUESTIONS = ["Who is it?", "Where?", "What is the name of it?"]
-
-
-def varied_backbone(kind: str):
-    backbone = tiny_backbone(kind)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for parameter in backbone.model.parameters():
-            if parameter.ndim == 2:
-                parameter.normal_(0, 0.02)
-    return backbone
-
-
-@pytest.fixture(scope="module", params=["llama", "gemma3-hybrid", "gemma3"])
-def backbone(request):
-    return varied_backbone(request.param)
-
-
-def _setup(backbone, prefix_tokens):
-    torch.manual_seed(prefix_tokens)
-    prefix = backbone.embed(torch.randint(10, 90, (prefix_tokens,)))
-    return prefix, [backbone.tokenize(q) for q in QUESTIONS]
-
-
-@pytest.mark.parametrize("prefix_tokens", [5, 40])
-def test_left_padded_path_matches_eager_and_static(backbone, prefix_tokens):
-    """(a): left-padded `[BOS] + prefix + prompt` from the empty working cache, bucket padding and all."""
-    prefix, prompts = _setup(backbone, prefix_tokens)
-    graph = GraphDecoder(backbone, max_cache_len=96, bucket=16)
-    eager = greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8)
-    assert greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8, decoder=graph) == eager
-    assert greedy_answers(backbone, [prefix] * 3, prompts, 8, decoder=StaticDecoder(backbone, max_cache_len=96)) == eager
-    batch = build_decoder_batch(backbone, [prefix] * 3, prompts)
-    forced = dict(max_new_tokens=12, force_new_tokens=True)
-    assert (backbone.generate(batch.inputs_embeds, batch.attention_mask, decoder=graph, **forced)
-            == backbone.generate(batch.inputs_embeds, batch.attention_mask, **forced))
-
-
-@pytest.mark.parametrize("prefix_tokens", [5, 40])
-@pytest.mark.parametrize("exact", [True, False])
-def test_prefix_cache_path_matches_eager_and_keeps_the_snapshot(backbone, prefix_tokens, exact):
-    """(b)/(c): a snapshot of `[BOS] + prefix` copied into the working cache, then our prefill and steps."""
-    prefix, prompts = _setup(backbone, prefix_tokens)
-    decode = dict(max_new_tokens=10, force_new_tokens=True, exact=exact)
-    eager = cached_answers(backbone, prefill(backbone, prefix), prompts, **decode)
-    cache = prefill(backbone, prefix, decoder=GraphDecoder(backbone, max_cache_len=96, bucket=16))
-    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.past_key_values.layers]
-    assert cached_answers(backbone, cache, prompts, **decode) == eager
-    assert cached_answers(backbone, cache, prompts, **decode) == eager  # a second batch reads the same prefix
-    assert cached_answers(backbone, cache, prompts[1:], **decode) == eager[1:]  # another batch size
-    for layer, (keys, values) in zip(cache.past_key_values.layers, before):
-        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+from test_static_decoding import QUESTIONS, _setup
+from tiny import varied_backbone
 
 
 def test_rows_stop_at_their_first_stop_token():
