@@ -1,5 +1,6 @@
 """`comprexit bench` on a tiny random backbone at toy sizes writes a well-formed results file."""
 
+import gzip
 import json
 
 import pytest
@@ -36,35 +37,52 @@ def test_bench_writes_results_markdown_and_plot(tmp_path, capsys):
     assert "## Compression cost" in out.with_suffix(".md").read_text() and out.with_suffix(".png").is_file()
 
 
-def test_bench_times_eager_and_compiled_static_decoding(tmp_path, capsys):
-    """Both decode paths in one run; the static one compiled by generate with the quick "eager" dynamo backend."""
+def test_bench_times_and_traces_every_decode_path(tmp_path, capsys):
+    """The three decode paths in one run; static (compiled by generate) and graph (our own compiled loop)
+    with the quick "eager" dynamo backend; one (c) batch of each traced by torch.profiler (CPU activity)."""
     from comprexit.bench.runner import bench_markdown
 
     backbone = save_tiny_backbone("gemma3-hybrid", tmp_path / "m")
     out = tmp_path / "bench" / "static.json"
     code = main([
         "bench", "--backbone", str(backbone), "--device", "cpu", "--compress-sizes", "64x1", "--serve-lengths", "40,100",
-        "--new-tokens", "3,6", "--batch", "2", "--repeats", "1", "--ask-tokens", "0", "--decode", "eager,static",
-        "--decode-backend", "eager", "--decode-compile-mode", "default", "-o", str(out),
+        "--new-tokens", "3,6", "--batch", "2", "--repeats", "1", "--ask-tokens", "0", "--decode", "eager,static,graph",
+        "--decode-backend", "eager", "--decode-compile-mode", "default", "--trace", "-o", str(out),
     ])
     assert code == 0
     results = json.loads(out.read_text())
     static = results["decode"]["static"]
     assert static["compiled"] and static["max_cache_len"] == 256 and static["compile_warmup_seconds"] >= 0
     assert static["compiled_graphs"] >= 1 and static["cudagraph_skips"] >= 0
+    graph = results["decode"]["graph"]
+    assert graph["compiled"] and graph["loop"] == "own" and graph["bucket"] == 64 and graph["max_cache_len"] == 256
     for row in results["serving"]:
-        assert set(row["paths"]) == {"eager", "static"}
+        assert set(row["paths"]) == {"eager", "static", "graph"}
         for costs in row["paths"].values():
             for mode in ("a_full_context", "b_prefix_cache", "c_slots"):
                 assert costs[f"{mode}_seconds_per_question"] > 0 and costs["first_call_seconds"][mode] > 0
             assert costs["speedup_c_over_a"] > 0 and costs["b_prefill_seconds"] > 0
         assert row["a_full_context_batch_seconds"] == row["paths"]["eager"]["a_full_context_batch_seconds"]
+        assert all(costs["c_answers_as_eager"] == 2 for costs in row["paths"].values())  # float32: all alike
     assert [r["context_tokens"] for r in results["step_profile"]] == [40, 100]
     for row in results["step_profile"]:
-        assert row["step_seconds"]["eager"] > 0 and row["step_seconds"]["static"] > 0
-        assert row["generate_step_seconds"]["static"] is not None
+        assert all(row["step_seconds"][path] > 0 for path in ("eager", "static", "graph"))
+        assert row["generate_step_seconds"]["static"] is not None and row["generate_step_seconds"]["graph"] is not None
     markdown = out.with_suffix(".md").read_text()
     assert "(c) vs (a) static" in markdown and "## One decode step" in markdown and "compile warm-up" in markdown
+    assert "(c) vs (b) graph" in markdown and "compiled by our own loop" in markdown and "40 tokens, 3 new, graph 2/2" in markdown
+    trace = results["trace"]
+    assert (trace["context_tokens"], trace["batch"], trace["new_tokens"]) == (40, 2, 3)
+    assert set(trace["paths"]) == {"eager", "static", "graph"}
+    for name, path in trace["paths"].items():
+        assert path["wall_seconds"] > 0 and path["cuda_kernel_seconds"] == 0  # no kernels on a CPU
+        assert set(path["regions"]) == {"question batch", "question prefill", "decode steps"}
+        for region in path["regions"].values():
+            assert region["span_seconds"] > 0 and 0 < len(region["top_self_cpu"]) <= 12
+            assert all(op["seconds"] > 0 and op["calls"] > 0 for op in region["top_self_cpu"])
+        assert path["chrome_trace"] == f"static.trace-{name}.json.gz"
+        assert json.loads(gzip.decompress((out.parent / path["chrome_trace"]).read_bytes()))["traceEvents"]
+    assert "## Where one (c) question batch goes" in markdown and "`graph`, decode steps" in markdown
     assert markdown == bench_markdown(results)
 
 

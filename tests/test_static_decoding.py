@@ -1,25 +1,32 @@
-"""Static-cache decoding (static_decoding.py) gives the eager dynamic-cache answers, token for token.
+"""Static-cache decoding gives the eager dynamic-cache answers, token for token: through generate
+(static_decoding.py) and through our own loop (graph_decoding.py; more of it in test_graph_decoding.py).
 
-Exact equality, no tolerance: greedy tokens of tiny float32 models. The Gemma-3-style backbone has
-a 16-position sliding window, so prefix + prompt outgrow it, as a 2048-token document's cache
-outgrows Gemma-3-270M's 512-position window.
+Exact equality, no tolerance: greedy tokens of tiny float32 models whose weights make answers vary
+(`varied_backbone`). The Gemma-3-style backbones have a 16-position sliding window, so prefix +
+prompt outgrow it, as a 2048-token document's cache outgrows Gemma-3-270M's 512-position window.
 """
+
+from functools import partial
 
 import pytest
 import torch
 
 from comprexit.decoding import build_decoder_batch, cached_answers, greedy_answers, prefill
 from comprexit.errors import InputError
+from comprexit.graph_decoding import GraphDecoder
 from comprexit.static_decoding import StaticDecoder
 
-from tiny import tiny_backbone
+from tiny import tiny_backbone, varied_backbone
 
 QUESTIONS = ["Who is it?", "Where?", "What is the name of it?"]
+# generate's path, and our own loop with small buckets (the default 64 is capped by these short caches)
+DECODERS = pytest.mark.parametrize("decoder_class", [StaticDecoder, partial(GraphDecoder, bucket=16)],
+                                   ids=["static", "graph"])
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3-hybrid", "gemma3"])
 def backbone(request):
-    return tiny_backbone(request.param)
+    return varied_backbone(request.param)
 
 
 def _setup(backbone, prefix_tokens):
@@ -28,11 +35,12 @@ def _setup(backbone, prefix_tokens):
     return prefix, [backbone.tokenize(q) for q in QUESTIONS]
 
 
+@DECODERS
 @pytest.mark.parametrize("prefix_tokens", [5, 40])
-def test_left_padded_path_matches_eager(backbone, prefix_tokens):
+def test_left_padded_path_matches_eager(backbone, prefix_tokens, decoder_class):
     """(a): left-padded `[BOS] + prefix + prompt` from the decoder's empty working cache."""
     prefix, prompts = _setup(backbone, prefix_tokens)
-    decoder = StaticDecoder(backbone, max_cache_len=96)
+    decoder = decoder_class(backbone, max_cache_len=96)
     eager = greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8)
     assert greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8, decoder=decoder) == eager
     batch = build_decoder_batch(backbone, [prefix] * 3, prompts)
@@ -41,14 +49,15 @@ def test_left_padded_path_matches_eager(backbone, prefix_tokens):
             == backbone.generate(batch.inputs_embeds, batch.attention_mask, **forced))
 
 
+@DECODERS
 @pytest.mark.parametrize("prefix_tokens", [5, 40])
 @pytest.mark.parametrize("exact", [True, False])
-def test_prefix_cache_path_matches_eager_and_keeps_the_snapshot(backbone, prefix_tokens, exact):
+def test_prefix_cache_path_matches_eager_and_keeps_the_snapshot(backbone, prefix_tokens, exact, decoder_class):
     """(b)/(c): a static snapshot of `[BOS] + prefix`, copied into the working cache per question batch."""
     prefix, prompts = _setup(backbone, prefix_tokens)
     decode = dict(max_new_tokens=10, force_new_tokens=True, exact=exact)
     eager = cached_answers(backbone, prefill(backbone, prefix), prompts, **decode)
-    cache = prefill(backbone, prefix, decoder=StaticDecoder(backbone, max_cache_len=96))
+    cache = prefill(backbone, prefix, decoder=decoder_class(backbone, max_cache_len=96))
     before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.past_key_values.layers]
     assert cached_answers(backbone, cache, prompts, **decode) == eager
     assert cached_answers(backbone, cache, prompts, **decode) == eager  # a second batch reads the same prefix

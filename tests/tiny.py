@@ -60,6 +60,18 @@ def tiny_backbone(kind: str, seed: int = 0) -> Backbone:
     return Backbone(model.float(), tokenizer, name=f"tiny-{kind}")
 
 
+def varied_backbone(kind: str, seed: int = 1) -> Backbone:
+    """A tiny backbone whose matrices are drawn anew (normal, std 0.02), so that greedy answers vary
+    from token to token: the default draw repeats one character, which hides many decoding errors."""
+    backbone = tiny_backbone(kind)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in backbone.model.parameters():
+            if parameter.ndim == 2:
+                parameter.normal_(0, 0.02)
+    return backbone
+
+
 def save_tiny_backbone(kind: str, folder: Path) -> Path:
     """Write a tiny model + tokenizer folder, loadable with `Backbone.load(folder)`."""
     backbone = tiny_backbone(kind)

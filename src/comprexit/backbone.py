@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -280,8 +281,9 @@ class Backbone:
         already held by `past_key_values` (only the uncached tail is run). `position_ids`
         (same shape as `input_ids`) replaces the positions counted from the attention mask.
         `force_new_tokens` suppresses EOS so that exactly `max_new_tokens` are produced (for benchmarks).
-        `decoder` (static_decoding.py) decodes from its static caches: left-padded embeddings start
-        from its empty working cache; `past_key_values` must then be one of its caches.
+        `decoder` decodes from its static caches (static_decoding.py: through generate; a GraphDecoder,
+        graph_decoding.py: through its own compiled loop): left-padded embeddings start from its
+        empty working cache; `past_key_values` must then be one of its caches.
         """
         kwargs = dict(
             attention_mask=attention_mask.to(self.device),
@@ -297,15 +299,11 @@ class Backbone:
             kwargs["min_new_tokens"] = max_new_tokens
         if position_ids is not None:
             kwargs["position_ids"] = position_ids.to(self.device)
-        if decoder is not None:
-            kwargs.update(decoder.generate_options())
+        generate = self.model.generate if decoder is None else partial(decoder.generate, self.model)
         if inputs_embeds is not None:
-            if decoder is not None:
-                rows, width = inputs_embeds.shape[:2]
-                kwargs["past_key_values"] = decoder.fresh(rows, width + max_new_tokens)
-            out = self.model.generate(inputs_embeds=inputs_embeds.to(self.device, self.dtype), **kwargs)
+            out = generate(inputs_embeds=inputs_embeds.to(self.device, self.dtype), **kwargs)
         else:
-            out = self.model.generate(input_ids=input_ids.to(self.device), past_key_values=past_key_values, **kwargs)
+            out = generate(input_ids=input_ids.to(self.device), past_key_values=past_key_values, **kwargs)
             out = out[:, input_ids.shape[1] :]
         return [_cut_at_stop(seq, self.stop_token_ids) for seq in out.tolist()]
 

@@ -15,7 +15,8 @@ throughput-minded server would.
 
 `greedy_answers` and `prefill` take an optional `StaticDecoder` (static_decoding.py): decoding
 then runs from preallocated static caches, with the decode steps compiled by generate where the
-decoder says so; a `PrefixCache` prefilled with a decoder holds a static snapshot, and
+decoder says so, or, with its subclass `GraphDecoder` (graph_decoding.py), through our own
+compiled loop; a `PrefixCache` prefilled with a decoder holds a static snapshot, and
 `cached_answers` decodes it through that decoder. Answers are the same token for token; the eager
 dynamic cache stays the default, being the faster one on a CPU.
 """

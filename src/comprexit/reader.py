@@ -40,7 +40,8 @@ class Reader:
 
     chunk_tokens: documents longer than this are compressed chunk by chunk (each chunk is one
         encoder pass, as in training), and the chunks' slots are concatenated in order.
-    decoder: answer through static caches (static_decoding.py) instead of the eager dynamic cache.
+    decoder: answer through static caches (a StaticDecoder, static_decoding.py, or a GraphDecoder,
+        graph_decoding.py) instead of the eager dynamic cache.
     """
 
     def __init__(

@@ -8,7 +8,8 @@ graphs under the default `CompileConfig(mode="reduce-overhead")`) when the cache
 is compileable, i.e. a `StaticCache` (fixed shapes and addresses), and only on CUDA, XPU, Neuron
 or TPU, unless `CompileConfig._compile_all_devices` is set (`_valid_auto_compile_criteria` in
 transformers/generation/utils.py). A `StaticDecoder` uses exactly that path; it writes no decode
-loop of its own, because generate accepts a `StaticCache` that already holds a prefix.
+loop of its own, because generate accepts a `StaticCache` that already holds a prefix (its
+subclass `GraphDecoder`, graph_decoding.py, does write one, to leave generate's per-step work out).
 
 What it adds around the library:
 
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from transformers import CompileConfig, StaticCache
-from transformers.cache_utils import StaticLayer
+from transformers.cache_utils import Cache, StaticLayer
 
 from .errors import ConfigError, InputError
 
@@ -69,7 +70,7 @@ class StaticDecoder:
         self.max_cache_len = max_cache_len
         self.compile_config = compile_config
         self.reserve = reserve
-        self._caches: dict[tuple[int, int], StaticCache] = {}
+        self._caches: dict[tuple[int, int], Cache] = {}
 
     @classmethod
     def compiled(
@@ -106,19 +107,31 @@ class StaticDecoder:
             return {"disable_compile": True}
         return {"compile_config": self.compile_config}
 
+    def generate(self, model, **kwargs) -> torch.Tensor:
+        """`model.generate(**kwargs)` from this decoder's caches: left-padded `inputs_embeds` without
+        `past_key_values` start from the empty working cache; `past_key_values` must be one of its caches."""
+        if kwargs.get("past_key_values") is None:
+            rows, width = kwargs["inputs_embeds"].shape[:2]
+            kwargs["past_key_values"] = self.fresh(rows, width + kwargs["max_new_tokens"])
+        return model.generate(**kwargs, **self.generate_options())
+
     # ------------------------------------------------------------------ caches
-    def _working(self, batch: int, length: int) -> StaticCache:
+    def _new_cache(self, length: int) -> Cache:
+        """An empty cache of `length` positions, laid out per layer type by transformers."""
+        return StaticCache(config=self.backbone.model.config.get_text_config(decoder=True), max_cache_len=length)
+
+    def _working(self, batch: int, length: int) -> Cache:
         key = (batch, length)
         if key not in self._caches:
             config = self.backbone.model.config.get_text_config(decoder=True)
             heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
             head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            cache = StaticCache(config=config, max_cache_len=length)
+            cache = self._new_cache(length)
             cache.early_initialization(batch, heads, head_dim, self.backbone.dtype, self.backbone.device)
             self._caches[key] = cache
         return self._caches[key]
 
-    def fresh(self, batch: int, positions: int) -> StaticCache:
+    def fresh(self, batch: int, positions: int) -> Cache:
         """The empty working cache for `batch` rows that will hold `positions` positions in all."""
         length = self.cache_length(positions)
         _check_fits(positions, length)
@@ -127,7 +140,7 @@ class StaticDecoder:
         return cache
 
     @torch.no_grad()
-    def snapshot(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[StaticCache, int]:
+    def snapshot(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[Cache, int]:
         """(cache, its length): a batch-1 StaticCache over `inputs_embeds` (1, n, hidden), with room
         for `reserve` more positions (the question and answer) when lengths are chosen per prefix."""
         if inputs_embeds.shape[0] != 1:
@@ -135,12 +148,12 @@ class StaticDecoder:
         positions = inputs_embeds.shape[1]
         length = self.cache_length(positions + self.reserve)
         _check_fits(positions, length)
-        cache = StaticCache(config=self.backbone.model.config.get_text_config(decoder=True), max_cache_len=length)
+        cache = self._new_cache(length)
         self.backbone.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, past_key_values=cache,
                             use_cache=True, logits_to_keep=1)
         return cache, length
 
-    def load(self, snapshot: StaticCache, length: int, batch: int, positions: int) -> StaticCache:
+    def load(self, snapshot: Cache, length: int, batch: int, positions: int) -> Cache:
         """The working cache for `batch` rows, overwritten in place with the snapshot's prefix in every row.
 
         length: the snapshot's cache length; positions: all the rows will hold (prefix, prompts, new tokens).

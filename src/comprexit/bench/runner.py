@@ -10,13 +10,17 @@ import torch
 
 from ..errors import ConfigError
 from ..evaluation.report import environment
+from ..graph_decoding import GraphDecoder
 from ..reader import Reader
 from ..static_decoding import StaticDecoder
 from .compression import compression_cost
 from .serving import MODES, interactive_ask, serving_costs, serving_prompts
 from .steps import STEPS, WARMUP, generate_step_seconds, step_profile
+from .trace import trace_markdown, trace_question_batches
 
-DECODE_PATHS = ("eager", "static")
+# serving decode paths besides "eager" (transformers' dynamic cache), each a decoder class
+DECODERS: dict[str, type[StaticDecoder]] = {"static": StaticDecoder, "graph": GraphDecoder}
+DECODE_PATHS = ("eager", *DECODERS)
 CACHE_ROUNDING = 256
 
 
@@ -30,15 +34,17 @@ class BenchSettings:
     ask_document_tokens: int | None = 2000
     ask_questions: int = 4
     compile_mode: str | None = None  # also time the compressor under torch.compile in this mode
-    # serving decode paths: "eager" (dynamic cache), "static" (static caches, decode step compiled by generate)
+    # serving decode paths: "eager" (dynamic cache), "static" (static caches, decode step compiled by
+    # generate), "graph" (static caches, our own loop: compiled question prefill and decode steps)
     decode: list[str] = field(default_factory=lambda: ["eager"])
     decode_compile_mode: str = "reduce-overhead"
     decode_backend: str = "inductor"
     step_profile: bool = True
+    trace: bool = False  # torch.profiler around one warm (c) batch per decode path, first length
 
 
 def default_decode_paths(device: torch.device) -> list[str]:
-    """Both paths on a GPU; eager only on a CPU, where compiling costs minutes and rarely pays."""
+    """Every path on a GPU; eager only on a CPU, where compiling costs minutes and rarely pays."""
     return list(DECODE_PATHS) if device.type == "cuda" else ["eager"]
 
 
@@ -57,7 +63,7 @@ def serving_decoders(reader: Reader, settings: BenchSettings) -> dict[str, Stati
         raise ConfigError(f"decode paths must be among {DECODE_PATHS}, got {settings.decode}")
     decoders: dict[str, StaticDecoder | None] = {}
     for name in settings.decode:
-        decoders[name] = None if name == "eager" else StaticDecoder.compiled(
+        decoders[name] = None if name == "eager" else DECODERS[name].compiled(
             reader.backbone, serving_cache_length(reader, settings), settings.decode_compile_mode, settings.decode_backend
         )
     return decoders
@@ -72,7 +78,8 @@ def _compile_counters() -> dict[str, int]:
             "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"])}
 
 
-def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
+def run_bench(reader: Reader, settings: BenchSettings, progress=print, trace_files: Path | None = None) -> dict:
+    """All measurements; with `settings.trace`, Chrome traces go beside `trace_files` (the results file)."""
     results: dict = {
         "settings": asdict(settings),
         "backbone": {**reader.backbone.identity.to_dict(), "dtype": str(reader.backbone.dtype).replace("torch.", ""),
@@ -102,6 +109,10 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print) -> dict:
         if settings.step_profile:
             progress(f"one decode step over {length} tokens, batch {settings.batch}")
             results["step_profile"].append(step_profile(reader.backbone, length, settings.batch, decoders))
+        if settings.trace and "trace" not in results:
+            progress(f"tracing one (c) batch per decode path over {length} tokens")
+            results["trace"] = trace_question_batches(reader, length, settings.batch, settings.new_tokens[0], decoders,
+                                                      trace_files)
     for row in results["step_profile"]:
         row["generate_step_seconds"] = {
             name: generate_step_seconds(results["serving"], row["context_tokens"], name) for name in decoders
@@ -192,6 +203,8 @@ def bench_markdown(results: dict) -> str:
             )
     lines += ["", "## Serving many questions over one document (per question, batch of questions)", ""]
     lines += serving_markdown(results)
+    if results.get("trace"):
+        lines += trace_markdown(results["trace"])
     lines += [
         "",
         "## Memory per document kept for later questions",
@@ -232,7 +245,9 @@ def serving_markdown(results: dict) -> list[str]:
         "Each batch decodes exactly the stated number of new tokens (EOS suppressed). (b) and (c) reuse a cache "
         "computed once per document and batch every question (pads between the cached prefix and the prompts). "
         "Decode paths: eager = transformers' dynamic cache, eager forward; static = static caches, decode step "
-        "compiled by generate (first calls, which compile, kept out of the medians).",
+        "compiled by generate; graph = static caches decoded by our own loop (graph_decoding.py: question prefill "
+        "compiled per length bucket, decode steps compiled with the argmax inside, no wait on the device per step). "
+        "First calls, which compile, are kept out of the medians.",
         "",
         "| context tokens | new tokens | " + " | ".join(
             f"(a) {p} | (b) {p} | (c) {p} | (c) vs (a) {p} | (c) vs (b) {p}" for p in paths) + " |",
@@ -248,6 +263,13 @@ def serving_markdown(results: dict) -> list[str]:
             cells += [f"{1000 * costs[f'{mode}_seconds_per_question']:.1f} ms" for mode in MODES]
             cells += [f"{costs['speedup_c_over_a']:.2f}x", f"{costs['speedup_c_over_b']:.2f}x"]
         lines.append(f"| {row['context_tokens']} | {row['new_tokens']} | " + " | ".join(cells) + " |")
+    agreement = [(row, path) for row in rows for path in paths
+                 if path != "eager" and "c_answers_as_eager" in serving_paths(row).get(path, {})]
+    if agreement:
+        lines += ["", "(c) answers identical to the eager path's, token for token (a compiled path that decodes wrongly "
+                  "shows here; in bf16 a row may part where two logits are close): " + "; ".join(
+                      f"{row['context_tokens']} tokens, {row['new_tokens']} new, {path} "
+                      f"{row['paths'][path]['c_answers_as_eager']}/{row['batch']}" for row, path in agreement) + "."]
     lines += ["", "One-time costs per document: (b) prefill of the context's cache; (c) compression, then the prefill "
               "of the slots' cache (static: a batch-1 static snapshot, copied per question batch).", "",
               "| context tokens | (c) compress | " + " | ".join(f"(b) prefill {p} | (c) slot prefill {p}" for p in paths) + " |",
@@ -264,18 +286,20 @@ def serving_markdown(results: dict) -> list[str]:
         lines.append(f"| {row['context_tokens']} | " + " | ".join(cells) + " |")
     for name, decode in results.get("decode", {}).items():
         if decode.get("compiled"):
+            compiled = (f"question prefill (padded to a multiple of {decode.get('bucket')} positions) and decode steps "
+                        "compiled by our own loop" if decode.get("loop") == "own" else "decode steps compiled by generate")
             lines += ["", f"Decode path `{name}`: static caches of {decode['max_cache_len']} positions for every row; "
-                      f"decode steps compiled by generate (`torch.compile`, mode `{decode['compile_mode']}`, backend "
+                      f"{compiled} (`torch.compile`, mode `{decode['compile_mode']}`, backend "
                       f"`{decode['compile_backend']}`); compile warm-up {decode.get('compile_warmup_seconds', 0):.1f} s "
                       f"in all (first calls beyond the steady state); {decode.get('compiled_graphs', '?')} graphs compiled, "
                       f"{decode.get('cudagraph_skips', '?')} CUDA-graph skips."]
     profile = results.get("step_profile") or []
     if profile:
         lines += ["", "## One decode step (median)", "",
-                  "Inputs + forward of one step, one new token per row, over a cache of the whole document, against "
-                  "generate's time per new token in (b) (slope between the fewest and most new tokens; it adds logits "
-                  "processing and stopping checks).", "",
-                  "| context tokens | batch | " + " | ".join(f"step {p} | generate per token {p}" for p in paths) + " |",
+                  "Inputs + forward of one step, one new token per row, over a cache of the whole document (graph: "
+                  "its whole compiled step, argmax included), against the time per new token in (b) (slope between "
+                  "the fewest and most new tokens; generate adds logits processing and stopping checks).", "",
+                  "| context tokens | batch | " + " | ".join(f"step {p} | per new token {p}" for p in paths) + " |",
                   "|---:|---:|" + "---:|" * (2 * len(paths))]
         for row in profile:
             cells = []

@@ -5,7 +5,8 @@ batch times over the difference of their new tokens) holds the forward and gener
 around it: each step's inputs and masks, logits processors, stopping checks. Timing one step's
 inputs and forward alone (batch of questions, one new token, over a cache of the whole document)
 splits the two. The compiled step is the very callable generate decodes with (`get_compiled_call`
-of the model), so it reuses generate's compiled graphs.
+of the model), so it reuses generate's compiled graphs; a GraphDecoder's step is its own compiled
+step, argmax and bookkeeping included.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from ..backbone import Backbone
 from ..decoding import prefill
+from ..graph_decoding import GraphDecoder
 from ..static_decoding import StaticDecoder
 from .compression import random_contexts
 from .timing import median_seconds
@@ -33,6 +35,8 @@ def decode_step_seconds(backbone: Backbone, prefix: torch.Tensor, batch: int, de
         past.batch_repeat_interleave(batch)
     else:
         past = decoder.load(cache.past_key_values, cache.max_cache_len, batch, cache.length + STEPS + WARMUP)
+        if isinstance(decoder, GraphDecoder):
+            return median_seconds(decoder.stepper(past), device, STEPS, warmup=WARMUP)
         forward = model.get_compiled_call(decoder.compile_config) if decoder.compile_config else model.__call__
     ids = torch.full((batch, 1), backbone.pad_token_id, dtype=torch.long, device=device)
     seen = [cache.length]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 
 from .common import add_backbone_options, add_compressor_option
 
@@ -22,12 +23,17 @@ def add_parser(sub) -> None:
     parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--decode", default=None,
                         help="serving decode paths, comma-separated: eager (dynamic cache), static (static caches, "
-                             "decode step compiled by generate); default eager,static on a GPU, eager on a CPU")
+                             "decode step compiled by generate), graph (static caches, our own compiled prefill and "
+                             "decode steps); default eager,static,graph on a GPU, eager on a CPU")
     parser.add_argument("--decode-compile-mode", default="reduce-overhead",
-                        choices=["default", "reduce-overhead", "max-autotune"], help="torch.compile mode of the static path")
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode of the static and graph paths")
     parser.add_argument("--decode-backend", default="inductor",
-                        help="torch.compile backend of the static path ('eager' checks the path quickly on a CPU)")
+                        help="torch.compile backend of the static and graph paths ('eager' checks them quickly on a CPU)")
     parser.add_argument("--no-step-profile", action="store_true", help="skip timing single decode steps")
+    parser.add_argument("--trace", action="store_true",
+                        help="run torch.profiler around one warm (c) batch per decode path at the first serving length; "
+                             "a summary goes into the results, Chrome traces beside them")
     add_compressor_option(parser)
     add_backbone_options(parser)
     parser.set_defaults(run=run)
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             compress_sizes=[(t, c) for t, c in sizes], serve_lengths=_ints(args.serve_lengths), batch=args.batch,
             new_tokens=_ints(args.new_tokens), repeats=args.repeats, ask_document_tokens=args.ask_tokens or None,
             compile_mode=args.compile_mode, decode_compile_mode=args.decode_compile_mode,
-            decode_backend=args.decode_backend, step_profile=not args.no_step_profile,
+            decode_backend=args.decode_backend, step_profile=not args.no_step_profile, trace=args.trace,
         )
     except ValueError as error:
         raise InputError(f"bad size list: {error}") from error
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedCompressorWarning)  # speed does not depend on the weights
         reader = Reader.load(args.compressor, backbone)
-    results = run_bench(reader, settings, progress=lambda line: print(line, flush=True))
+    results = run_bench(reader, settings, progress=lambda line: print(line, flush=True), trace_files=Path(args.output))
     for path in write_bench(results, args.output):
         print(f"wrote {path}")
     return 0
