@@ -166,3 +166,21 @@ def test_runs_cut_at_different_steps_compare_at_their_last_common_validation():
     ]
     assert common_validation_step(by_examples, by="examples") == 3200
     assert validation_at(by_examples[0], 3200, by="examples")["step"] == 50
+
+
+def test_summarize_names_runs_of_one_phase_by_their_parent_folder(tmp_path, capsys):
+    import json
+
+    from comprexit.cli import main
+
+    paths = []
+    for chain in ("middle_layer", "last_layer"):
+        run = tmp_path / chain / "sft"
+        run.mkdir(parents=True)
+        (run / "train_config.json").write_text(json.dumps({"phase": "sft", "lr": 3e-4, "batch_size": 32, "ce_weight": 1.0}))
+        (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 5, "loss": 2.0}) + "\n")
+        paths.append(str(run))
+    assert main(["summarize", *paths, "-o", str(tmp_path / "s.json")]) == 0
+    names = [r["run"] for r in json.loads((tmp_path / "s.json").read_text())["runs"]]
+    assert names == ["middle_layer/sft", "last_layer/sft"]
+    assert "| middle_layer/sft |" in capsys.readouterr().out

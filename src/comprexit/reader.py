@@ -22,6 +22,7 @@ from .decoding import PrefixCache, cached_answers, greedy_answers, prefill
 from .document import CompressedDocument
 from .errors import CheckpointError, InputError
 from .prompting import PromptTemplate, postprocess_answer
+from .graph_decoding import GraphDecoder
 from .static_decoding import StaticDecoder
 from .weights import shipped_compressor_dir
 
@@ -79,9 +80,11 @@ class Reader:
         compile_mode: run the compressor through `torch.compile` in this mode ("reduce-overhead"
         on a GPU: the eager compressor is launch-bound; results/bench/h100.md measures both).
         The first compression of each new shape then pays the compilation (~15-20 s). On a GPU
-        the answers' decode steps are compiled too, by generate from static caches (the eager
-        step is launch-bound as well); each new batch size and cache length (a power of two,
-        static_decoding.py) compiles once. On a CPU decoding stays eager, which is faster there.
+        the answers are decoded by a GraphDecoder too (graph_decoding.py: compiled question
+        prefill and decode steps from static caches; per question 2.7x faster than generate's
+        compiled steps, results/bench/h200-graph-2048.md); each new batch size, cache length (a
+        power of two) and question-length bucket compiles once. On a CPU decoding stays eager,
+        which is faster there.
         """
         if not isinstance(backbone, Backbone):
             backbone = Backbone.load(backbone, device=device, dtype=dtype)
@@ -103,7 +106,7 @@ class Reader:
         if compile_mode is not None:
             model.compile(mode=compile_mode, dynamic=False)
             if backbone.device.type == "cuda":
-                decoder = StaticDecoder.compiled(backbone, mode=compile_mode, reserve=PROMPT_RESERVE)
+                decoder = GraphDecoder.compiled(backbone, mode=compile_mode, reserve=PROMPT_RESERVE)
         return cls(backbone, model, template=template, chunk_tokens=chunk_tokens, compressor_name=name,
                    decoder=decoder)
 

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.summary import summarize_run, summary_markdown
 
     runs = [summarize_run(path) for path in args.runs]
+    _name_apart(runs, args.runs)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     env = environment("cuda" if _cuda() else None)
@@ -43,3 +44,12 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _name_apart(runs: list[dict], paths: list[str]) -> None:
+    """Runs named alike (e.g. `a/sft`, `b/sft`) are named with their parent folder too."""
+    names = [r["run"] for r in runs]
+    for run, path in zip(runs, paths, strict=True):
+        if names.count(run["run"]) > 1:
+            resolved = Path(path).resolve()
+            run["run"] = f"{resolved.parent.name}/{resolved.name}"
