@@ -7,7 +7,7 @@ import pytest
 
 from comprexit.cli import main
 
-from tiny import save_tiny_backbone
+from tiny import save_tiny_backbone, tiny_backbone
 
 
 def test_bench_writes_results_markdown_and_plot(tmp_path, capsys):
@@ -56,6 +56,7 @@ def test_bench_times_and_traces_every_decode_path(tmp_path, capsys):
     assert static["compiled_graphs"] >= 1 and static["cudagraph_skips"] >= 0
     graph = results["decode"]["graph"]
     assert graph["compiled"] and graph["loop"] == "own" and graph["bucket"] == 64 and graph["max_cache_len"] == 256
+    assert static["slots_max_cache_len"] == graph["slots_max_cache_len"] == 256  # (c): 1 + 25 slots + prompt + 6
     for row in results["serving"]:
         assert set(row["paths"]) == {"eager", "static", "graph"}
         for costs in row["paths"].values():
@@ -135,3 +136,19 @@ def test_compiled_compressor_gives_the_eager_slots():
         expected, got = eager(hidden, mask), compiled(hidden, mask)
     assert torch.equal(got.mask, expected.mask)
     assert (got.slots - expected.slots).norm() / expected.slots.norm() < 1e-4
+
+
+def test_slot_caches_are_sized_for_the_slots_not_the_context():
+    """A compiled step attends over its whole static cache: (c) gets caches for `[BOS] + slots`."""
+    from comprexit import ComprExIT, ComprExITConfig
+    from comprexit.reader import Reader
+    from comprexit.bench.runner import BenchSettings, serving_cache_length, serving_decoders
+
+    tiny = tiny_backbone("gemma3-hybrid")
+    reader = Reader(tiny, ComprExIT.for_backbone(tiny, ComprExITConfig(window=16)))
+    settings = BenchSettings(serve_lengths=[200, 1000], new_tokens=[20], batch=2, decode=["eager", "graph"],
+                             decode_backend="eager")
+    assert serving_cache_length(reader, settings) == 1280  # 1 + 1000 + prompt + 20, in steps of 256
+    assert serving_cache_length(reader, settings, slots=True) == 512  # 1 + 250 slots + prompt + 20
+    decoders = serving_decoders(reader, settings, slots=True)
+    assert decoders["eager"] is None and decoders["graph"].max_cache_len == 512

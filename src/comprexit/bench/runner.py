@@ -48,23 +48,29 @@ def default_decode_paths(device: torch.device) -> list[str]:
     return list(DECODE_PATHS) if device.type == "cuda" else ["eager"]
 
 
-def serving_cache_length(reader: Reader, settings: BenchSettings) -> int:
+def serving_cache_length(reader: Reader, settings: BenchSettings, slots: bool = False) -> int:
     """One static cache length for every serving row, so each batch size compiles once: the longest
-    (a) row, `[BOS] + context + prompt + new tokens` (or the step profile's positions), rounded up."""
+    (a) row, `[BOS] + context + prompt + new tokens` (or the step profile's positions), rounded up;
+    with `slots`, the longest (c) row, `[BOS] + slots + prompt + new tokens`."""
     prompt = max(len(p) for p in serving_prompts(reader, settings.batch))
     tail = max(prompt + max(settings.new_tokens), STEPS + WARMUP)
-    need = len(reader.backbone.bos_ids) + max(settings.serve_lengths) + tail
+    longest = max(settings.serve_lengths)
+    need = len(reader.backbone.bos_ids) + (reader.compressor.num_slots(longest) if slots else longest) + tail
     return -(-need // CACHE_ROUNDING) * CACHE_ROUNDING
 
 
-def serving_decoders(reader: Reader, settings: BenchSettings) -> dict[str, StaticDecoder | None]:
+def serving_decoders(reader: Reader, settings: BenchSettings, slots: bool = False) -> dict[str, StaticDecoder | None]:
+    """Decode path name -> its decoder (None: eager). With `slots`, the decoders (c) reads its slots
+    through: caches sized for `[BOS] + slots`, not for the whole context (a) and (b) need, because
+    a compiled step attends over the whole static cache, masked positions included."""
     unknown = sorted(set(settings.decode) - set(DECODE_PATHS))
     if unknown or not settings.decode:
         raise ConfigError(f"decode paths must be among {DECODE_PATHS}, got {settings.decode}")
     decoders: dict[str, StaticDecoder | None] = {}
     for name in settings.decode:
         decoders[name] = None if name == "eager" else DECODERS[name].compiled(
-            reader.backbone, serving_cache_length(reader, settings), settings.decode_compile_mode, settings.decode_backend
+            reader.backbone, serving_cache_length(reader, settings, slots), settings.decode_compile_mode,
+            settings.decode_backend
         )
     return decoders
 
@@ -91,9 +97,12 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print, trace_fil
         "serving": [],
         "step_profile": [],
     }
-    decoders = serving_decoders(reader, settings)
+    decoders, slot_decoders = serving_decoders(reader, settings), serving_decoders(reader, settings, slots=True)
     results["decode"] = {name: d.describe() if d else {"cache": "dynamic", "compiled": False}
                          for name, d in decoders.items()}
+    for name, decoder in slot_decoders.items():
+        if decoder is not None:
+            results["decode"][name]["slots_max_cache_len"] = decoder.max_cache_len
     for tokens, count in settings.compress_sizes:
         progress(f"compression {tokens} x {count}")
         results["compression"].append(compression_cost(reader.backbone, reader.compressor, tokens, count, settings.repeats,
@@ -104,15 +113,16 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print, trace_fil
             progress(f"serving {length} tokens, batch {settings.batch}, {new_tokens} new tokens, "
                      f"decode {'+'.join(decoders)}")
             results["serving"].append(
-                serving_costs(reader, length, settings.batch, new_tokens, max(1, settings.repeats // 2), decoders)
+                serving_costs(reader, length, settings.batch, new_tokens, max(1, settings.repeats // 2), decoders,
+                              slot_decoders)
             )
         if settings.step_profile:
             progress(f"one decode step over {length} tokens, batch {settings.batch}")
             results["step_profile"].append(step_profile(reader.backbone, length, settings.batch, decoders))
         if settings.trace and "trace" not in results:
             progress(f"tracing one (c) batch per decode path over {length} tokens")
-            results["trace"] = trace_question_batches(reader, length, settings.batch, settings.new_tokens[0], decoders,
-                                                      trace_files)
+            results["trace"] = trace_question_batches(reader, length, settings.batch, settings.new_tokens[0],
+                                                      slot_decoders, trace_files)
     for row in results["step_profile"]:
         row["generate_step_seconds"] = {
             name: generate_step_seconds(results["serving"], row["context_tokens"], name) for name in decoders
@@ -288,7 +298,10 @@ def serving_markdown(results: dict) -> list[str]:
         if decode.get("compiled"):
             compiled = (f"question prefill (padded to a multiple of {decode.get('bucket')} positions) and decode steps "
                         "compiled by our own loop" if decode.get("loop") == "own" else "decode steps compiled by generate")
-            lines += ["", f"Decode path `{name}`: static caches of {decode['max_cache_len']} positions for every row; "
+            sizes = f"{decode['max_cache_len']} positions for every row"
+            if decode.get("slots_max_cache_len"):  # files from before (c) had caches of its own
+                sizes += f" of (a) and (b), {decode['slots_max_cache_len']} for (c)"
+            lines += ["", f"Decode path `{name}`: static caches of {sizes}; "
                       f"{compiled} (`torch.compile`, mode `{decode['compile_mode']}`, backend "
                       f"`{decode['compile_backend']}`); compile warm-up {decode.get('compile_warmup_seconds', 0):.1f} s "
                       f"in all (first calls beyond the steady state); {decode.get('compiled_graphs', '?')} graphs compiled, "

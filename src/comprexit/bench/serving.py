@@ -48,12 +48,14 @@ def serving_prompts(reader: Reader, batch: int) -> list[list[int]]:
 def serving_costs(
     reader: Reader, context_tokens: int, batch: int, new_tokens: int, repeats: int = 3,
     decoders: dict[str, StaticDecoder | None] | None = None,
+    slot_decoders: dict[str, StaticDecoder | None] | None = None,
 ) -> dict:
     """Per-question latency of (a), (b), (c) for one batch of `batch` questions, and one-time costs.
 
     decoders: decode path name -> its StaticDecoder (None: the eager dynamic cache); default eager
-    only. Each path's numbers go under `paths`; the eager path's also at the top level, where
-    results files kept them before there were decode paths.
+    only. slot_decoders: the same paths' decoders for (c), whose caches need only hold the slots
+    (default: `decoders`). Each path's numbers go under `paths`; the eager path's also at the top
+    level, where results files kept them before there were decode paths.
     """
     backbone, device = reader.backbone, reader.backbone.device
     context = random_contexts(backbone, context_tokens, 1, seed=context_tokens)[0]
@@ -64,9 +66,11 @@ def serving_costs(
     row["slots"] = document.num_slots
     slots = document.prefix().to(device)
     prompts = serving_prompts(reader, batch)
+    decoders = decoders or {"eager": None}
     row["paths"] = {
-        name: path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder)
-        for name, decoder in (decoders or {"eager": None}).items()
+        name: path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder,
+                         (slot_decoders or decoders)[name])
+        for name, decoder in decoders.items()
     }
     if "eager" in row["paths"]:  # a compiled path that decodes wrongly shows here, not in its timings
         reference = row["paths"]["eager"]["c_answers"]
@@ -78,8 +82,11 @@ def serving_costs(
     return row
 
 
-def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: StaticDecoder | None) -> dict:
-    """(a), (b), (c) through one decode path: batch seconds (median), per question, one-time prefills."""
+def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: StaticDecoder | None,
+               slot_decoder: StaticDecoder | None = None) -> dict:
+    """(a), (b), (c) through one decode path: batch seconds (median), per question, one-time prefills.
+    (c) decodes through `slot_decoder` where given (the same path, caches sized for the slots)."""
+    slot_decoder = slot_decoder if slot_decoder is not None else decoder
     device, batch = backbone.device, len(prompts)
     # a server batches every question, pads and all (decoding.py explains the sliding-window nuance)
     decode = dict(max_new_tokens=new_tokens, force_new_tokens=True, exact=False)
@@ -93,8 +100,8 @@ def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: Sta
     context_cache = prefill(backbone, full, decoder)
     costs["b_prefill_seconds"] = median_seconds(lambda: prefill(backbone, full, decoder), device, repeats)
     timed("b_prefix_cache", lambda: cached_answers(backbone, context_cache, prompts, **decode))
-    slot_cache = prefill(backbone, slots, decoder)
-    costs["c_slot_prefill_seconds"] = median_seconds(lambda: prefill(backbone, slots, decoder), device, repeats)
+    slot_cache = prefill(backbone, slots, slot_decoder)
+    costs["c_slot_prefill_seconds"] = median_seconds(lambda: prefill(backbone, slots, slot_decoder), device, repeats)
     timed("c_slots", lambda: cached_answers(backbone, slot_cache, prompts, **decode))
     costs["c_answers"] = cached_answers(backbone, slot_cache, prompts, **decode)
     for mode in MODES:
