@@ -186,9 +186,11 @@ phase() {  # phase DIR [train args]: train into DIR until done or the deadline, 
   local dir=$1; shift
   [ -d "$dir/final" ] && return 0
   local resume=(); [ -d "$dir/checkpoints" ] && resume=(--resume)
-  quiet "$dir.log" $CX train "$@" --output-dir "$dir" --batch-size 32 --eval-every 150 --save-every 100000 \
-    --log-every 20 --max-minutes "$(left_minutes)" "${resume[@]}" "${EXTRA[@]}"
+  quiet "$dir.log" ${LAUNCH:-$CX} train "$@" --output-dir "$dir" --batch-size "${PHASE_BATCH:-32}" --eval-every 150 \
+    --save-every 100000 --log-every 20 --max-minutes "$(left_minutes)" "${resume[@]}" "${EXTRA[@]}"
 }
+
+eval_fits() { python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) < ${EVAL_SECONDS:-200})"; }
 
 chain() {  # chain NAME METHOD [train options]: NTP, SFT, evaluation
   # The architecture (--method-config, --ablation) is chosen in NTP; SFT inherits it with --init.
@@ -200,7 +202,7 @@ chain() {  # chain NAME METHOD [train options]: NTP, SFT, evaluation
     case $1 in --method-config|--ablation) shift 2 ;; *) shared+=("$1"); shift ;; esac
   done
   phase $RUNS/$name/sft sft --method $method --init $RUNS/$name/ntp/final --data $SFT_FILES --epochs "${SFT_EPOCHS:-2}" "${shared[@]}"
-  [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) < ${EVAL_SECONDS:-200})" && \
+  [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && eval_fits && \
     evaluate $name $RUNS/$name/sft/best "${LABELS[$name]:-$name}" $method
   return 0
 }
@@ -234,6 +236,27 @@ step_baselines() {  # CHAINS="icae 500x prompt_tuning comprexit_seed1" (four sid
   for c in ${CHAINS:-prompt_tuning icae 500x comprexit_seed1}; do ( "chain_$c" ) & sleep 3; done
   wait
   PACK_WEIGHTS=0 pack baselines_trained ${CHAINS:-prompt_tuning icae 500x comprexit_seed1} eval
+}
+
+# Issue 8 (nvidia-h200-x2): the shipped recipe's SFT phase on one GPU, then data parallel on two
+# (torchrun, 16 examples per GPU: the same global batch of 32 and the same 600 steps), from one
+# NTP run, each evaluated like every other run; `comprexit summarize` puts the two SFT runs side
+# by side (loss curves, examples/s). Expected: NTP ~4 min, each SFT 1-3 min, evaluations 1-1.5
+# min each: two calls. Repeat the same step until `eval/sft_2gpu.json` exists.
+step_multigpu() {
+  DEADLINE=$(( $(date +%s) + ${CALL_SECONDS:-540} ))
+  local mg=$RUNS/multigpu
+  phase $mg/ntp ntp --method comprexit --data $NTP_FILE --extra-ntp $SFT_FILES --max-steps "${NTP_STEPS:-890}"
+  local sft=(sft --method comprexit --init $mg/ntp/final --data $SFT_FILES --epochs "${SFT_EPOCHS:-2}")
+  [ -d $mg/ntp/final ] && CUDA_VISIBLE_DEVICES=0 phase $mg/sft_1gpu "${sft[@]}"
+  [ -d $mg/sft_1gpu/final ] && LAUNCH="python3 -m torch.distributed.run --standalone --nproc_per_node 2 -m comprexit" \
+    PHASE_BATCH=16 phase $mg/sft_2gpu "${sft[@]}"
+  for run in sft_1gpu sft_2gpu; do
+    [ -d $mg/$run/best ] && [ ! -f $RUNS/eval/$run.json ] && eval_fits && evaluate $run $mg/$run/best "ComprExIT, SFT on ${run#sft_}"
+  done
+  [ -d $mg/sft_2gpu/final ] && $CX summarize $mg/sft_1gpu $mg/sft_2gpu -o $mg/summary.json \
+    --title "SFT of the 4x compressor on one GPU and on two (data parallel, same global batch)" | tail -8
+  PACK_WEIGHTS=0 pack multigpu multigpu eval
 }
 
 step_free_baselines() {  # issue 6: the methods that need no training, side by side

@@ -84,11 +84,10 @@ def _paper_rows(runs: list[dict], args: argparse.Namespace) -> list:
 
 
 def _paper_plot(rows: list, args: argparse.Namespace) -> None:
-    """Table 1's rows as bars beside the table (X.md -> X.png), where matplotlib is installed."""
-    from ..evaluation.layout import plot_layout
+    """The tables' rows as bars beside the table (X.md -> X.png), where matplotlib is installed."""
+    from ..evaluation.layout import paper_sections, plot_layout
 
-    table_one = [row for row in rows if row.ratio in (None, 4) and row.ablation is None]
-    path = plot_layout(table_one, Path(args.output).with_suffix(".png"), args.title)
+    path = plot_layout(paper_sections(rows), Path(args.output).with_suffix(".png"), args.title)
     if path is not None:
         print(f"wrote {path}")
 

@@ -50,8 +50,9 @@ def describe(results: dict[str, Any], training: list[dict[str, Any]] | None = No
     return Row(results, name, ratio, ablation, results.get("training") or training or [])
 
 
-def paper_layout(rows: Sequence[Row], title: str, notes: Sequence[str] = ()) -> str:
-    """Three sections as in the paper: Table 1 (every method at 4x), Table 2 (ratios), Table 4 (ablations)."""
+def paper_sections(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
+    """The paper's tables over `rows`: Table 1 (every method at 4x), Table 2 (the methods run at
+    other ratios, every ratio), Table 4 (full ComprExIT at 4x beside its ablations); empty ones left out."""
     at_4x = [r for r in rows if r.ratio in (None, 4) and r.ablation is None]
     ratio_methods = {r.method for r in rows if r.ratio not in (None, 4)}
     by_ratio = sorted((r for r in rows if r.method in ratio_methods and r.ablation is None),
@@ -59,12 +60,16 @@ def paper_layout(rows: Sequence[Row], title: str, notes: Sequence[str] = ()) -> 
     full = [r for r in at_4x if r.method == "comprexit"]
     ablations = [r for r in rows if r.ablation is not None]
     ablations.sort(key=lambda r: list(ABLATION_TITLES).index(r.ablation) if r.ablation in ABLATION_TITLES else 99)
+    sections = [("Table 1: every method at 4x", at_4x), ("Table 2: compression ratios", by_ratio),
+                ("Table 4: ablations of ComprExIT (4x)", full + ablations if ablations else [])]
+    return [(heading, members) for heading, members in sections if members]
+
+
+def paper_layout(rows: Sequence[Row], title: str, notes: Sequence[str] = ()) -> str:
+    """Three sections as in the paper: Table 1 (every method at 4x), Table 2 (ratios), Table 4 (ablations)."""
     lines = [f"# {title}", ""]
-    lines += _section("Table 1: every method at 4x", at_4x)
-    if by_ratio:
-        lines += _section("Table 2: compression ratios", by_ratio)
-    if ablations:
-        lines += _section("Table 4: ablations of ComprExIT (4x)", full + ablations)
+    for heading, members in paper_sections(rows):
+        lines += _section(heading, members)
     lines += ["Columns: EM / F1 per dataset (first questions of each file, see Sources); averages are "
               "unweighted over the datasets. Trainable parameters as counted by the method. Training time: "
               "seconds of optimisation per phase (NTP + SFT), without loading and validation."]
@@ -121,8 +126,9 @@ def _average(scores: dict[str, Any], members: Sequence[str]) -> str:
     return "-" if em is None else f"{em:.2f} / {f1:.2f}"
 
 
-def plot_layout(rows: Sequence[Row], output: str | Path, title: str = "") -> Path | None:
-    """In-domain and OOD average F1 of every row as paired bars, the full-context bound as a line.
+def plot_layout(sections: Sequence[tuple[str, Sequence[Row]]], output: str | Path, title: str = "") -> Path | None:
+    """One panel per table: in-domain and OOD average F1 of every row as paired bars, the
+    full-context bound (Table 1's zero-shot row) as a line in each.
 
     Returns the PNG path, or None without matplotlib (an optional extra) or rows to draw.
     """
@@ -133,28 +139,37 @@ def plot_layout(rows: Sequence[Row], output: str | Path, title: str = "") -> Pat
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    drawn = [(r, dataset_mean(r.results["datasets"], IN_DOMAIN, "f1"), dataset_mean(r.results["datasets"], OUT_OF_DOMAIN, "f1"))
-             for r in rows]
-    drawn = [d for d in drawn if d[1] is not None and d[2] is not None]
-    if not drawn:
+    panels = [(heading, _averages(members)) for heading, members in sections]
+    panels = [(heading, drawn) for heading, drawn in panels if drawn]
+    if not panels:
         return None
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(drawn) + 1.5))
-    positions = range(len(drawn))
-    ax.barh([p - 0.2 for p in positions], [d[1] for d in drawn], height=0.4, label="in-domain avg F1")
-    ax.barh([p + 0.2 for p in positions], [d[2] for d in drawn], height=0.4, label="OOD avg F1")
-    bound = next((d for d in drawn if d[0].method == "zero-shot"), None)
-    if bound is not None:
-        ax.axvline(bound[1], color="C0", linestyle="--", linewidth=1, label="full-context bound, in-domain")
-        ax.axvline(bound[2], color="C1", linestyle="--", linewidth=1, label="full-context bound, OOD")
-    ax.set_yticks(list(positions), [_name(d[0]) + (f" ({d[0].ratio}x)" if d[0].ratio not in (None, 4) else "")
-                                    for d in drawn], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("F1")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    bound = next((d for _, drawn in panels for d in drawn if d[0].method == "zero-shot"), None)
+    heights = [len(drawn) for _, drawn in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.45 * sum(heights) + 1.2 * len(panels) + 0.5),
+                             sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights})
+    for ax, (heading, drawn) in zip(axes[:, 0], panels, strict=True):
+        positions = range(len(drawn))
+        ax.barh([p - 0.2 for p in positions], [d[1] for d in drawn], height=0.4, color="C0", label="in-domain avg F1")
+        ax.barh([p + 0.2 for p in positions], [d[2] for d in drawn], height=0.4, color="C1", label="OOD avg F1")
+        if bound is not None:
+            ax.axvline(bound[1], color="C0", linestyle="--", linewidth=1, label="full-context bound, in-domain")
+            ax.axvline(bound[2], color="C1", linestyle="--", linewidth=1, label="full-context bound, OOD")
+        ax.set_yticks(list(positions), [_name(d[0]) + (f" ({d[0].ratio}x)" if d[0].ratio not in (None, 4) else "")
+                                        for d in drawn], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(heading, fontsize=9, loc="left")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    axes[-1, 0].set_xlabel("F1")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(output)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
+
+def _averages(rows: Sequence[Row]) -> list[tuple[Row, float, float]]:
+    """(row, in-domain average F1, OOD average F1) of the rows that have both."""
+    drawn = [(r, dataset_mean(r.results["datasets"], IN_DOMAIN, "f1"), dataset_mean(r.results["datasets"], OUT_OF_DOMAIN, "f1"))
+             for r in rows]
+    return [d for d in drawn if d[1] is not None and d[2] is not None]
