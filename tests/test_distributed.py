@@ -43,6 +43,10 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
 
     rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]  # only the main process logs
+    from comprexit.training.summary import summarize_run
+
+    assert [r["processes"] for r in rows if r["kind"] == "environment"] == [2]
+    assert summarize_run(tmp_path / "two")["recipe"]["processes"] == 2  # 4 per process: a global batch of 8
     torch.manual_seed(0)
     start = ComprExIT.for_backbone(tiny_backbone("llama"), ComprExITConfig(window=32)).state_dict()
     a = load_file(tmp_path / "one" / "final" / "comprexit.safetensors")

@@ -254,7 +254,8 @@ class Trainer:
             self._restore()
         self.bounds = self._bounds()
         if self.resume_from is None:
-            self.log({"kind": "environment", "step": 0, **environment(self.backbone.device)})
+            self.log({"kind": "environment", "step": 0, **environment(self.backbone.device),
+                      "processes": self.accelerator.num_processes})
             self.log({"kind": "bounds", "step": 0, **self.bounds, "train_examples": len(self.split.train),
                       "validation_examples": len(self.split.validation), "total_steps": self.total_steps,
                       "method": c.method, "trainable_parameters": self.trainable_parameters})
