@@ -161,7 +161,7 @@ def plot_layout(sections: Sequence[tuple[str, Sequence[Row]]], output: str | Pat
     axes[0, 0].legend(fontsize=7, loc="lower right")
     axes[-1, 0].set_xlabel("F1")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title above the first panel
     path = Path(output)
     fig.savefig(path, dpi=120)
     plt.close(fig)
