@@ -174,6 +174,10 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
 # finish NTP + SFT + eval in about 2.5 calls; ICAE alone makes 53 examples/s in NTP (with
 # checkpointing) and needs about two calls. The stage (and a paused chain with it) is lost
 # when the 30-minute lease ends: plan a chain to finish inside one lease.
+# Measured on the H200 (2026-11-24): six ComprExIT chains side by side, 15-17 GB and 46-49
+# examples/s each in NTP, ~105 in SFT, finish with their evaluations in 21 minutes (three calls);
+# three ICAE chains without checkpointing (ICAE_ARGS=""), 30-35 GB and 43-47 examples/s each in
+# NTP, 64-67 in SFT, take about 22 minutes.
 # Each call re-runs the same step: finished phases are skipped, paused ones resume, and every
 # phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540) less PHASE_MARGIN.
 # A phase needs ~1.5 minutes beyond its --max-minutes (loading the backbone, the validation and the
@@ -273,10 +277,11 @@ step_free_baselines() {  # issue 6: the methods that need no training, side by s
 # Measured on an H200 (2026-11-24): 2048 tokens, 20 new, eager + static + graph with --trace: 3.1 min;
 # 8192 tokens, static + graph: 2.3 min (each compiled path's warm-up ~1 min per serving length).
 # Run one serving length per call, so that every row's static caches are sized for it (a run
-# sizes them for its longest row), e.g. BENCH_ARGS="--serve-lengths 512 --new-tokens 20,128 --trace".
+# sizes them for its longest row), each under its own name, e.g.
+# BENCH_NAME=gpu-512 BENCH_ARGS="--serve-lengths 512 --new-tokens 20,128 --trace".
 step_bench() {  # issue 7: compression cost and serving speed/memory on the GPU (bf16, sdpa), shipped compressor
   quiet $RUNS/bench.log $CX bench ${BENCH_COMPRESSOR:+--compressor $BENCH_COMPRESSOR} --compile-mode reduce-overhead ${BENCH_ARGS:-} \
-    -o $RUNS/bench/gpu.json
+    -o "$RUNS/bench/${BENCH_NAME:-gpu}.json"
   pack bench bench bench.log
 }
 
