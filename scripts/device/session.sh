@@ -174,10 +174,11 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
 # finish NTP + SFT + eval in about 2.5 calls; ICAE alone makes 53 examples/s in NTP (with
 # checkpointing) and needs about two calls. The stage (and a paused chain with it) is lost
 # when the 30-minute lease ends: plan a chain to finish inside one lease.
-# Measured on the H200 (2026-11-24): six ComprExIT chains side by side, 15-17 GB and 46-49
-# examples/s each in NTP, ~105 in SFT, finish with their evaluations in 21 minutes (three calls);
-# three ICAE chains without checkpointing (ICAE_ARGS=""), 30-35 GB and 43-47 examples/s each in
-# NTP, 64-67 in SFT, take about 22 minutes.
+# Measured on the H200 (2026-11-24, results/baselines/2026-11-24-h200-trained): six ComprExIT
+# chains side by side, 15-17 GB and 45-49 examples/s each in NTP, 94-117 in SFT, finish with their
+# evaluations 18.5 minutes after their first NTP step (three calls); three ICAE chains without
+# checkpointing (ICAE_ARGS=""), 30-35 GB and 43-46 examples/s each in NTP, 64-67 in SFT, took 25
+# minutes to their evaluations with one SFT restart (a clean run: less).
 # Each call re-runs the same step: finished phases are skipped, paused ones resume, and every
 # phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540) less PHASE_MARGIN.
 # A phase needs ~1.5 minutes beyond its --max-minutes (loading the backbone, the validation and the
