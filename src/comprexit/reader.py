@@ -21,8 +21,8 @@ from .config import ComprExITConfig
 from .decoding import PrefixCache, cached_answers, greedy_answers, prefill
 from .document import CompressedDocument
 from .errors import CheckpointError, InputError
-from .prompting import PromptTemplate, postprocess_answer
 from .graph_decoding import GraphDecoder
+from .prompting import PromptTemplate, postprocess_answer
 from .static_decoding import StaticDecoder
 from .weights import shipped_compressor_dir
 

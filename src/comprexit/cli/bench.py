@@ -6,7 +6,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from .common import add_backbone_options, add_compressor_option
+from .common import add_backbone_options, add_compressor_option, comma_names
 
 
 def add_parser(sub) -> None:
@@ -43,10 +43,6 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _names(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def run(args: argparse.Namespace) -> int:
     from ..backbone import Backbone
     from ..bench.runner import BenchSettings, default_decode_paths, run_bench, write_bench
@@ -64,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise InputError(f"bad size list: {error}") from error
     backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation)
-    settings.decode = _names(args.decode) if args.decode else default_decode_paths(backbone.device)
+    settings.decode = comma_names(args.decode) if args.decode else default_decode_paths(backbone.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedCompressorWarning)  # speed does not depend on the weights
         reader = Reader.load(args.compressor, backbone)

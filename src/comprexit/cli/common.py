@@ -10,6 +10,11 @@ from ..errors import InputError
 MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 
+def comma_names(text: str) -> list[str]:
+    """`a, b,c` -> ["a", "b", "c"]: the comma-separated lists options take."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backbone")
     group.add_argument(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import comma_names
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("table", help="merge results files into a Markdown comparison table")
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         table = paper_layout(rows, args.title, args.note)
     else:
         table = comparison_table(
-            runs, in_domain=_names(args.in_domain), out_of_domain=_names(args.ood), title=args.title
+            runs, in_domain=comma_names(args.in_domain), out_of_domain=comma_names(args.ood), title=args.title
         )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +92,3 @@ def _paper_plot(rows: list, args: argparse.Namespace) -> None:
     path = plot_layout(paper_sections(rows), Path(args.output).with_suffix(".png"), args.title)
     if path is not None:
         print(f"wrote {path}")
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]

@@ -27,10 +27,11 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     summaries = [r for r in rows if r["kind"] == "summary"]
     selection = run_dir / "best" / "selection.json"
     speeds = [r["examples_per_second"] for r in train if r.get("examples_per_second")]
-    processes = int((env or {}).get("processes") or 1)  # data-parallel processes, each taking batch_size
+    # data-parallel processes, each taking batch_size (recorded by the trainer beside the device)
+    recipe = {**{k: config.get(k) for k in RECIPE_FIELDS}, "processes": int((env or {}).get("processes") or 1)}
     return {
         "run": run_dir.name,
-        "recipe": {**{k: config.get(k) for k in RECIPE_FIELDS}, "processes": processes},
+        "recipe": recipe,
         "trainable_parameters": bounds.get("trainable_parameters"),
         "steps": train[-1]["step"] if train else 0,
         "total_steps": bounds.get("total_steps"),
@@ -38,7 +39,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         "bounds": {k: bounds.get(k) for k in ("ce_full_context", "ce_no_context", "f1_full_context") if k in bounds},
         "final_validation": validation[-1] if validation else None,
         "validations": [{**{k: r[k] for k in ("step", "ce", "gap_closed") if k in r},
-                         "examples": r["step"] * _examples_per_step(config, processes)} for r in validation],
+                         "examples": r["step"] * _examples_per_step(recipe)} for r in validation],
         "best_validation": json.loads(selection.read_text()) if selection.is_file() else None,
         "examples_per_second_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
         "train_seconds": round(sum(s.get("train_seconds_this_call") or 0 for s in summaries), 1),
@@ -48,10 +49,9 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def _examples_per_step(config: dict[str, Any], processes: int | None = None) -> int:
+def _examples_per_step(recipe: dict[str, Any]) -> int:
     """Examples per optimizer step: the batch of each process, accumulated, over every process."""
-    processes = processes or int(config.get("processes") or 1)
-    return int(config.get("batch_size") or 1) * int(config.get("grad_accum") or 1) * processes
+    return int(recipe.get("batch_size") or 1) * int(recipe.get("grad_accum") or 1) * int(recipe.get("processes") or 1)
 
 
 def common_validation_step(runs: Sequence[dict[str, Any]], by: str = "step") -> int | None:
