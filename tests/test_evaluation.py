@@ -1,6 +1,5 @@
 """The evaluation harness: method registry, the shared runner, results files and comparison tables."""
 
-import json
 
 import pytest
 import torch

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from ..evaluation.report import environment
+from ..figures import pyplot, save_figure
 from ..graph_decoding import GraphDecoder
 from ..reader import Reader
 from ..static_decoding import StaticDecoder
@@ -324,12 +325,8 @@ def serving_markdown(results: dict) -> list[str]:
 
 
 def plot_bench(results: dict, path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     ax = axes[0]
@@ -364,11 +361,7 @@ def plot_bench(results: dict, path: Path) -> Path | None:
     ax.set_ylabel("milliseconds per question")
     ax.set_title(f"serving, batch {results['settings']['batch']}")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{results['backbone']['name']} on {results['environment']['device']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, f"{results['backbone']['name']} on {results['environment']['device']}")
 
 
 def write_bench(results: dict, output: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..figures import pyplot, save_figure
 from .report import IN_DOMAIN, OUT_OF_DOMAIN, dataset_mean, run_label
 
 ABLATION_TITLES = {
@@ -132,12 +133,8 @@ def plot_layout(sections: Sequence[tuple[str, Sequence[Row]]], output: str | Pat
 
     Returns the PNG path, or None without matplotlib (an optional extra) or rows to draw.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     panels = [(heading, _averages(members)) for heading, members in sections]
     panels = [(heading, drawn) for heading, drawn in panels if drawn]
@@ -160,12 +157,7 @@ def plot_layout(sections: Sequence[tuple[str, Sequence[Row]]], output: str | Pat
         ax.set_title(heading, fontsize=9, loc="left")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     axes[-1, 0].set_xlabel("F1")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title above the first panel
-    path = Path(output)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, output, title, dpi=120, title_size=9)
 
 
 def _averages(rows: Sequence[Row]) -> list[tuple[Row, float, float]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..figures import pyplot, save_figure
+
 
 def read_metrics(path: Path) -> list[dict]:
     rows = []
@@ -18,12 +20,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 def plot_run(metrics_path: Path, output: Path, title: str = "") -> Path | None:
     """Training loss, validation loss and the share of the context gap closed, against steps."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     rows = read_metrics(metrics_path)
     train = [r for r in rows if r.get("kind") == "train"]
@@ -61,8 +59,4 @@ def plot_run(metrics_path: Path, output: Path, title: str = "") -> Path | None:
         ax.set_xlabel("step")
         ax.set_ylabel("F1 (held-out train questions)")
         ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output, title)
