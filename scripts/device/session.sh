@@ -178,9 +178,9 @@ step_together() {  # STEPS="a b" run those steps side by side, e.g. STEPS="final
 # Measured on the H200 (2026-11-24, results/baselines/2026-11-24-h200-trained): six ComprExIT
 # chains side by side, 15-17 GB and 45-49 examples/s each in NTP, 94-117 in SFT, finish with their
 # evaluations 18.5 minutes after their first NTP step (three calls); three ICAE chains without
-# checkpointing (ICAE_ARGS=""), 30-35 GB and 43-49 examples/s each in NTP, 64-88 in SFT: 19 minutes
-# from the first call to the last evaluation in three calls (CALL_SECONDS 450, 540, 560; results/
-# baselines/2026-11-24-h200-icae), 25 minutes in an earlier attempt with one SFT restart.
+# checkpointing (ICAE_ARGS=""), 30-35 GB and 46-49 examples/s each in NTP, 20-25 GB and 86-88 in SFT:
+# 18.5 minutes from the first environment record to the last evaluation, by the files' dates, in
+# three calls (CALL_SECONDS 450, 540, 560; results/baselines/2026-11-24-h200-icae).
 # Each call re-runs the same step: finished phases are skipped, paused ones resume, and every
 # phase stops at the call's DEADLINE (CALL_SECONDS from the step's start, default 540) less PHASE_MARGIN.
 # A phase needs ~1.5 minutes beyond its --max-minutes (loading the backbone, the validation and the

@@ -1,7 +1,8 @@
 """Greedy decoding from static caches through a loop of our own, compiled, without `generate`.
 
-Why: on an H100 the decode step that generate compiles (static_decoding.py) takes ~3 ms for
-Gemma-3-270M at batch 8, whose bf16 weights take ~0.2 ms to read; around it generate runs the
+Why: on an H100 the decode step that generate compiles (static_decoding.py) takes 2.6 ms for
+Gemma-3-270M at batch 8 over 2048 tokens (results/bench/h100-graph-2048.md), while its 536 MB of
+bf16 weights take ~0.16 ms to read at the H100's 3.35 TB/s; around it generate runs the
 question prefill eagerly and, per step, builds inputs and masks, processes logits and checks
 stopping criteria on the host. A `GraphDecoder` keeps transformers' model forward and cache
 layers, and changes what runs around them:
@@ -38,8 +39,8 @@ import torch
 from transformers import CompileConfig
 from transformers.cache_utils import Cache, StaticLayer
 
-from .errors import ConfigError, InputError
-from .static_decoding import StaticDecoder
+from .errors import ConfigError
+from .static_decoding import StaticDecoder, check_fits
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class GraphDecoder(StaticDecoder):
     def load(self, snapshot: Cache, length: int, batch: int, positions: int) -> Cache:
         """The working cache for `batch` rows with the snapshot's positions copied into every row (only
         those: the slots after them are written before anything attends to them)."""
-        _check_room(positions, length)
+        check_fits(positions, length)
         filled = self._filled[snapshot]
         cache = self._working(batch, length)
         for target, source in zip(cache.layers, snapshot.layers, strict=True):
@@ -231,7 +232,7 @@ class GraphDecoder(StaticDecoder):
             position_ids = (mask.long().cumsum(-1) - 1).masked_fill(~mask, 0)
         positions = position_ids.to(device)[:, cached:]
         length, width = cache.layers[0].max_cache_len, seen - cached
-        _check_room(cached + width + max_new_tokens, length)
+        check_fits(cached + width + max_new_tokens, length)
         state = self._state(rows, length)
         state.valid[:, :seen].copy_(mask)
         state.valid[:, seen:] = True
@@ -267,7 +268,7 @@ class GraphDecoder(StaticDecoder):
         state.step.zero_()
 
         def step() -> None:
-            _check_room(self._filled[cache] + 1, length)
+            check_fits(self._filled[cache] + 1, length)
             self._step(self.backbone.model, cache, state)
             self._filled[cache] += 1
 
@@ -298,8 +299,3 @@ def _compiled(function, options: dict):
             return function(*args)
 
     return run
-
-
-def _check_room(positions: int, length: int) -> None:
-    if positions > length:
-        raise InputError(f"{positions} positions do not fit a graph decoder cache of {length}")

@@ -81,8 +81,8 @@ class Reader:
         on a GPU: the eager compressor is launch-bound; results/bench/h100.md measures both).
         The first compression of each new shape then pays the compilation (~15-20 s). On a GPU
         the answers are decoded by a GraphDecoder too (graph_decoding.py: compiled question
-        prefill and decode steps from static caches; per question 2.7x faster than generate's
-        compiled steps, results/bench/h200-graph-2048.md); each new batch size, cache length (a
+        prefill and decode steps from static caches; per question 1.9-4.1x faster than
+        generate's compiled steps, results/bench/h200-2048.md and its neighbours); each new batch size, cache length (a
         power of two) and question-length bucket compiles once. On a CPU decoding stays eager,
         which is faster there.
         """

@@ -134,7 +134,7 @@ class StaticDecoder:
     def fresh(self, batch: int, positions: int) -> Cache:
         """The empty working cache for `batch` rows that will hold `positions` positions in all."""
         length = self.cache_length(positions)
-        _check_fits(positions, length)
+        check_fits(positions, length)
         cache = self._working(batch, length)
         cache.reset()
         return cache
@@ -147,7 +147,7 @@ class StaticDecoder:
             raise ValueError("a prefix snapshot holds one row; questions are broadcast over it by `load`")
         positions = inputs_embeds.shape[1]
         length = self.cache_length(positions + self.reserve)
-        _check_fits(positions, length)
+        check_fits(positions, length)
         cache = self._new_cache(length)
         self.backbone.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, past_key_values=cache,
                             use_cache=True, logits_to_keep=1)
@@ -158,7 +158,7 @@ class StaticDecoder:
 
         length: the snapshot's cache length; positions: all the rows will hold (prefix, prompts, new tokens).
         """
-        _check_fits(positions, length)
+        check_fits(positions, length)
         cache = self._working(batch, length)
         for target, source in zip(cache.layers, snapshot.layers, strict=True):
             if type(target) is not type(source) or not isinstance(source, StaticLayer):
@@ -171,7 +171,8 @@ class StaticDecoder:
         return cache
 
 
-def _check_fits(positions: int, length: int) -> None:
+def check_fits(positions: int, length: int) -> None:
+    """Refuse, with a message naming the fix, a batch whose positions overrun a static cache."""
     if positions > length:
         raise InputError(
             f"{positions} positions do not fit a static decoder cache of {length}; "

@@ -1,7 +1,8 @@
 """Where one question batch's time goes: `torch.profiler` around one warm (c) batch per decode path.
 
-One decode step of Gemma-3-270M at batch 8 takes ~3 ms compiled on an H100, whose weights take
-~0.2 ms to read, so the time goes to overhead: kernel launches, Python, host-device waits. A trace
+One decode step of Gemma-3-270M at batch 8 takes 2-2.6 ms compiled on an H100
+(results/bench/h100-graph-2048.md), several times what reading its weights takes, so the time
+goes to overhead: kernel launches, Python, host-device waits. A trace
 of one batch names it. Each batch is split into regions marked with `record_function`: the
 question prefill and the decode steps (the graph path marks them itself; for generate's paths
 two of its private methods, `_prefill` and `_optimize_model_for_decode`, are wrapped on the model
