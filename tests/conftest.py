@@ -4,12 +4,28 @@ import gzip
 import json
 import os
 import random
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Tests write their caches (token ids, converted models of tiny backbones) into a temporary
+# folder, never into the user's ~/.cache/comprexit. The bundled model's converted copy, only
+# read, is linked in from the user's cache when it is there: a minute saved per session.
+_USER_CACHE = Path(os.environ.get("COMPREXIT_CACHE", Path.home() / ".cache" / "comprexit"))
+_TEST_CACHE = Path(tempfile.mkdtemp(prefix="comprexit-test-cache-"))
+for _converted in _USER_CACHE.glob("gemma-3-270m-*"):
+    if _converted.is_dir() and not _converted.name.startswith("."):
+        (_TEST_CACHE / _converted.name).symlink_to(_converted.resolve(), target_is_directory=True)
+os.environ["COMPREXIT_CACHE"] = str(_TEST_CACHE)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_TEST_CACHE, ignore_errors=True)
 
 from tiny import KINDS, tiny_backbone  # noqa: E402
 

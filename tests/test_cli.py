@@ -54,7 +54,7 @@ def test_compress_then_ask(capsys, tmp_path, tiny_folder, compressor_folder):
 
 @pytest.mark.parametrize(
     "content, pattern",
-    [("", "context is empty"), ("  \n\t ", "context is empty"), (b"\xff\xfe\x00bad", "is not UTF-8 text")],
+    [("", "context is empty"), ("  \n\t ", "context is empty"), (b"\xff\xfe\x00bad", "not UTF-8 text")],
 )
 def test_bad_context_files(capsys, tmp_path, tiny_folder, compressor_folder, content, pattern):
     path = tmp_path / "doc.txt"
@@ -69,7 +69,7 @@ def test_bad_context_files(capsys, tmp_path, tiny_folder, compressor_folder, con
 
 def test_missing_context_file(capsys, tmp_path):
     code, _, err = run_cli(capsys, "ask", "--context-file", tmp_path / "nope.txt", "Who?")
-    assert_clean_error(code, err, "file not found")
+    assert_clean_error(code, err, "no such file")
 
 
 def test_empty_question(capsys, tmp_path):

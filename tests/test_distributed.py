@@ -57,3 +57,36 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     # order; Adam turns that rounding into visible noise only on the capacity bias, whose true
     # gradient is zero (a softmax ignores a shared shift), hence a relative tolerance of 1e-3.
     assert update > 0.1 and difference / update < 1e-3, (float(difference), float(update))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_a_run_checkpointed_on_one_process_resumes_on_two(tmp_path):
+    """The recipe names a global batch; a checkpoint of one process continues on two and ends where one would."""
+    import shutil
+
+    backbone = save_tiny_backbone("gemma3", tmp_path / "backbone")
+    rng = random.Random(1)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(40))}) + "\n" for _ in range(80)))
+    command = [*train_command(backbone, corpus, tmp_path / "one", 8), "--global-batch-size", "8", "--save-every", "2"]
+    one = subprocess.run([sys.executable, "-m", "comprexit", *command], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+
+    # the same run as if its machine had been lost after step 2: only that checkpoint is left
+    shutil.copytree(tmp_path / "one", tmp_path / "moved")
+    saved = tmp_path / "moved" / "checkpoints"
+    shutil.rmtree(saved / "step-0000004")
+    shutil.rmtree(tmp_path / "moved" / "final")
+    (saved / "latest").write_text("step-0000002\n")
+    resume = ["train", "ntp", "--output-dir", str(tmp_path / "moved"), "--resume", "--batch-size", "4"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+    two = subprocess.run([*torchrun, "-m", "comprexit", *resume], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+
+    a = load_file(tmp_path / "one" / "final" / "comprexit.safetensors")
+    b = load_file(tmp_path / "moved" / "final" / "comprexit.safetensors")
+    difference = sum(((a[k] - b[k]) ** 2).sum() for k in a).sqrt()
+    size = sum((a[k] ** 2).sum() for k in a).sqrt()
+    assert difference / size < 1e-4, float(difference / size)
+    rows = [json.loads(line) for line in (tmp_path / "moved" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4, 3, 4]

@@ -6,7 +6,7 @@ import torch
 
 from comprexit import ComprExIT, ComprExITConfig, ConfigError
 from comprexit.cli import main
-from comprexit.evaluation.data import load_mrqa
+from comprexit.data.qa import load_mrqa
 from comprexit.evaluation.report import comparison_table, load_results, write_results
 from comprexit.evaluation.runner import EvalSettings, ProgressLog, _fingerprint, evaluate
 from comprexit.methods import available_methods, create_method

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from comprexit import ConfigError
-from comprexit.evaluation.data import load_mrqa
+from comprexit.data.qa import load_mrqa
 from comprexit.evaluation.runner import EvalSettings, evaluate
 from comprexit.methods import available_methods, create_method
 from comprexit.methods import llmlingua as lingua

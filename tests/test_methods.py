@@ -11,7 +11,7 @@ import torch
 
 from comprexit import CheckpointError, ComprExIT, ComprExITConfig, ConfigError, InputError
 from comprexit.decoding import greedy_answers
-from comprexit.evaluation.data import load_mrqa
+from comprexit.data.qa import load_mrqa
 from comprexit.evaluation.runner import EvalSettings, evaluate
 from comprexit.methods import available_methods, create_method
 from comprexit.methods.trainable import ContextBatch, encoder_class, load_encoder, trainable_methods

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -40,12 +41,14 @@ def test_ntp_examples_cut_documents_into_pieces():
 
 
 def test_bucketed_batches_are_deterministic_and_cover_everything():
-    examples = [Example(tuple(range(n % 37 + 1)), (1,)) for n in range(200)]
-    a, b = bucketed_batches(examples, 8, seed=3, pool=4), bucketed_batches(examples, 8, seed=3, pool=4)
+    lengths = np.array([n % 37 + 2 for n in range(200)])
+    a, b = bucketed_batches(range(200), lengths, 8, seed=3, pool=4), bucketed_batches(range(200), lengths, 8, seed=3, pool=4)
     assert a == b and sorted(i for batch in a for i in batch) == list(range(200))
-    assert bucketed_batches(examples, 8, seed=4, pool=4) != a
-    spread = [max(examples[i].length for i in bt) - min(examples[i].length for i in bt) for bt in a]
+    assert bucketed_batches(range(200), lengths, 8, seed=4, pool=4) != a
+    spread = [max(lengths[i] for i in bt) - min(lengths[i] for i in bt) for bt in a]
     assert sum(spread) / len(spread) < 10  # similar lengths share a batch
+    short = bucketed_batches(range(203), np.append(lengths, [5, 5, 5]), 8, seed=3, pool=4)
+    assert all(len(bt) == 8 for bt in short) and len(short) == 25  # the short last batch is dropped
 
 
 def test_loss_falls_when_overfitting_a_handful_of_examples(tmp_path, corpus):
@@ -184,3 +187,58 @@ def test_summarize_names_runs_of_one_phase_by_their_parent_folder(tmp_path, caps
     names = [r["run"] for r in json.loads((tmp_path / "s.json").read_text())["runs"]]
     assert names == ["middle_layer/sft", "last_layer/sft"]
     assert "| middle_layer/sft |" in capsys.readouterr().out
+
+
+def final_weights(run_dir):
+    return load_file(run_dir / "final" / "comprexit.safetensors")
+
+
+def assert_same_weights(a, b, rel=1e-4):
+    difference = sum(((a[k] - b[k]) ** 2).sum() for k in a).sqrt()
+    size = sum((a[k] ** 2).sum() for k in a).sqrt()
+    assert difference / size < rel, float(difference / size)
+
+
+def test_a_global_batch_gives_the_same_update_in_one_pass_or_accumulated(tmp_path, corpus):
+    backbone = tiny_backbone("llama")
+    common = dict(max_steps=4, global_batch_size=8, kl_weight=1.0, eval_every=100, save_every=100)
+    Trainer(config(tmp_path / "whole", corpus, batch_size=8, **common), backbone=backbone).train()
+    Trainer(config(tmp_path / "parts", corpus, batch_size=2, **common), backbone=backbone).train()
+    a, b = train_losses(tmp_path / "whole" / "run"), train_losses(tmp_path / "parts" / "run")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert all(a[s] == pytest.approx(b[s], rel=1e-5) for s in a)
+    assert_same_weights(final_weights(tmp_path / "whole" / "run"), final_weights(tmp_path / "parts" / "run"))
+
+
+def test_resume_from_a_sharded_checkpoint_with_another_micro_batch_equals_the_uninterrupted_run(tmp_path, corpus):
+    """A checkpoint in files of at most 40 KiB, resumed with half the micro-batch (as on a machine of another size)."""
+    backbone = tiny_backbone("gemma3")
+    common = dict(max_steps=8, global_batch_size=8, checkpoint_shard_mb=0.04, eval_every=100, save_every=100)
+    Trainer(config(tmp_path / "a", corpus, batch_size=4, **common), backbone=backbone).train()
+    interrupted = config(tmp_path / "b", corpus, batch_size=4, **common)
+    Trainer(interrupted, backbone=backbone).train(stop_at_step=3)
+    saved = checkpoints.latest_checkpoint(tmp_path / "b" / "run")
+    shards = sorted(saved.glob("*.safetensors"))
+    assert len([s for s in shards if s.name.startswith("trainable")]) > 1
+    assert max(s.stat().st_size for s in shards) <= 0.04 * 2**20
+    from dataclasses import replace
+
+    Trainer(replace(interrupted, batch_size=2), backbone=backbone, resume=True).train()
+    a, b = train_losses(tmp_path / "a" / "run"), train_losses(tmp_path / "b" / "run")
+    assert sorted(b) == list(range(1, 9))
+    assert all(a[s] == pytest.approx(b[s], rel=1e-5) for s in range(4, 9))
+    assert_same_weights(final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "b" / "run"))
+
+
+def test_a_planned_run_sets_its_steps_from_its_speed_and_ends_decayed(tmp_path, corpus):
+    backbone = tiny_backbone("llama")
+    cfg = config(tmp_path, corpus, max_steps=1000, plan_minutes=0.15, warmup_ratio=0.0, eval_every=1000,
+                 save_every=1000, log_every=1)
+    summary = Trainer(cfg, backbone=backbone).train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    plan = [r for r in rows if r["kind"] == "plan"]
+    assert len(plan) == 1 and plan[0]["step"] == 13 and 13 < plan[0]["total_steps"] < 1000
+    assert summary["status"] == "finished" and summary["step"] == plan[0]["total_steps"]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule decays to zero at the planned end
+    assert max(r["lr"] for r in train) == pytest.approx(cfg.lr, rel=0.05)

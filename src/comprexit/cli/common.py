@@ -38,26 +38,11 @@ def add_compressor_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_text_file(path: str | Path) -> str:
-    """Read a UTF-8 text file, turning every failure into a one-line error."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"file not found: {path}")
-    if not path.is_file():
-        raise InputError(f"not a file: {path}")
-    if path.stat().st_size > MAX_TEXT_BYTES:
-        raise InputError(f"{path} is larger than {MAX_TEXT_BYTES // 2**20} MiB")
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path} is not UTF-8 text (byte {error.start})") from error
-    except OSError as error:
-        raise InputError(f"cannot read {path}: {error.strerror}") from error
-
-
 def read_context_file(path: str | Path) -> str:
-    """A document file, refused before any model is loaded if it holds no text."""
-    text = read_text_file(path)
+    """A document file (UTF-8, plain or gzip), refused before any model is loaded if it holds no text."""
+    from ..data.files import read_text
+
+    text = read_text(path, max_bytes=MAX_TEXT_BYTES)
     if not text.strip():
         raise InputError(f"the context is empty: {path} holds nothing but whitespace")
     return text

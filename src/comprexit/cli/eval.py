@@ -48,7 +48,7 @@ def dataset_key(spec: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..backbone import Backbone
     from ..errors import InputError
-    from ..evaluation.data import load_qa
+    from ..data.qa import load_qa
     from ..evaluation.report import environment, write_results
     from ..evaluation.runner import EvalSettings, evaluate
     from ..methods import available_methods, create_method

@@ -13,12 +13,14 @@ def add_parser(sub) -> None:
     parser.add_argument("--output", "-o", required=True, help="results JSON (a .md is written beside it)")
     parser.add_argument("--title", default="Training runs")
     parser.add_argument("--note", default="", help="a line added under the table (e.g. where runs without an environment record ran)")
+    parser.add_argument("--throughput", action="store_true",
+                        help="add a throughput table: examples/s and tokens/s per run and per GPU against the first run")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import environment
-    from ..training.summary import summarize_run, summary_markdown
+    from ..training.summary import summarize_run, summary_markdown, throughput_markdown
 
     runs = [summarize_run(path) for path in args.runs]
     _name_apart(runs, args.runs)
@@ -30,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     )
     devices = sorted({f"{r['environment']['device']} (commit {r['environment']['commit']})" for r in runs if r["environment"]})
     markdown = summary_markdown(runs, args.title)
+    if args.throughput:
+        markdown += "\n" + throughput_markdown(runs)
     if devices:
         markdown += "\nTrained on " + "; ".join(devices) + ".\n"
     if args.note:

@@ -1,24 +1,45 @@
-"""`comprexit train`: train a method's context encoder (phase ntp or sft) on the frozen backbone."""
+"""`comprexit train`: train a method's context encoder (phase ntp or sft) on the frozen backbone.
+
+Its options are generated from `TrainConfig`'s fields and their help texts, so a new recipe
+field is on the command line without a second list to keep in sync.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 
+from ..training.config import PHASES, PRECISIONS, PRESETS, TrainConfig
 
-OVERRIDES = {
-    "lr": float, "batch_size": int, "grad_accum": int, "epochs": float, "max_steps": int,
-    "warmup_ratio": float, "weight_decay": float, "max_grad_norm": float, "ce_weight": float,
-    "kl_weight": float, "ae_weight": float, "ae_tokens": int, "context_tokens": int,
-    "continuation_tokens": int, "validation_permille": int, "val_examples": int, "val_questions": int,
-    "eval_every": int, "save_every": int, "log_every": int, "seed": int, "max_minutes": float,
-    "profile_steps": int, "max_train_examples": int,
-}
-
+# Fields the command line sets in its own way: the phase is the positional argument, and the
+# method's config is one JSON option.
+SPECIAL = {"phase", "compressor"}
 # Settings of the session rather than of the recipe: a resumed run takes them anew from the
-# command line (a device call that resumes has its own time limit), and keeps everything else.
-SESSION_SETTINGS = ("max_minutes", "save_every", "log_every")
+# command line (a device call that resumes has its own time limit; a run folder may have been
+# moved to another machine), and keeps everything else.
+SESSION_SETTINGS = ("output_dir", "max_minutes", "save_every", "log_every", "eval_every")
+# Options whose values are fixed lists.
+CHOICES = {"mixed_precision": PRECISIONS}
+SHORT = {"output_dir": ["-o"]}
+METAVARS = {"data": "FILE", "extra_ntp": "FILE", "data_weights": "WEIGHT"}
+
+
+def _option_type(annotation) -> tuple[type, bool]:
+    """(element type, whether it is a list) of a field's annotation, e.g. `list[float] | None` -> (float, True)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+def config_fields() -> list[tuple[dataclasses.Field, type, bool]]:
+    hints = typing.get_type_hints(TrainConfig)
+    return [(f, *_option_type(hints[f.name])) for f in dataclasses.fields(TrainConfig) if f.name not in SPECIAL]
 
 
 def add_parser(sub) -> None:
@@ -26,64 +47,65 @@ def add_parser(sub) -> None:
         "train",
         help="train a compressor or a baseline (ntp or sft phase)",
         description="Train ComprExIT (or a trainable baseline: --method) on a frozen backbone. Works on CPU, "
-        "one GPU, or several GPUs through `accelerate launch -m comprexit.cli train ...`.",
+        "one GPU, or several GPUs through `accelerate launch -m comprexit train ...` (or torchrun). "
+        "Options not given take the preset's value, then TrainConfig's default.",
     )
-    parser.add_argument("phase", choices=["ntp", "sft"])
-    parser.add_argument("--method", default="comprexit", help="comprexit (default), icae, 500x or prompt-tuning")
-    parser.add_argument("--ablation", default=None,
-                        help="comprexit only: wo-allocation, embedding-only, middle-layer or last-layer")
-    parser.add_argument("--data", nargs="+", required=True, metavar="FILE", help="corpus (ntp) or QA files (sft)")
-    parser.add_argument("--extra-ntp", nargs="*", default=[], metavar="FILE", help="QA files whose contexts join the NTP text")
-    parser.add_argument("--output-dir", "-o", required=True)
-    parser.add_argument("--preset", default="extended", help="paper or extended (default)")
-    parser.add_argument("--init", default=None, metavar="DIR", help="start from these weights of the same method (e.g. the NTP result)")
+    parser.add_argument("phase", choices=PHASES)
+    parser.add_argument("--preset", default="extended", choices=sorted(PRESETS),
+                        help="named recipe (training/config.py): paper, extended (default) or scale")
     parser.add_argument("--compressor-config", "--method-config", dest="compressor_config", default=None, metavar="JSON",
                         help='the method\'s config fields as JSON, e.g. \'{"ratio": 8}\'')
-    parser.add_argument("--gradient-checkpointing", action="store_true",
-                        help="recompute the trainable LLM encoder pass in backward (icae), trading time for memory")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "bf16", "fp16", "no"])
-    for name, kind in OVERRIDES.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
-    parser.add_argument("--backbone", default=None, help="hub id, folder or .gguf (default: bundled Gemma-3-270M)")
+    for field, kind, is_list in config_fields():
+        flags = ["--" + field.name.replace("_", "-"), *SHORT.get(field.name, [])]
+        help_text = field.metadata["help"]
+        if kind is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(*flags, type=kind, default=None, help=help_text, choices=CHOICES.get(field.name),
+                                nargs="+" if is_list else None, metavar=METAVARS.get(field.name))
     parser.set_defaults(run=run)
 
 
-def build_config(args: argparse.Namespace):
-    from ..errors import ConfigError
-    from ..training.config import TrainConfig, preset
+def given(args: argparse.Namespace) -> dict:
+    """The config fields this command line sets."""
+    return {f.name: getattr(args, f.name) for f, _, _ in config_fields() if getattr(args, f.name) is not None}
 
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    from ..errors import ConfigError
+    from ..training.config import preset
+
+    if not args.output_dir:
+        raise ConfigError("--output-dir is required")
     saved = Path(args.output_dir) / "train_config.json"
     if args.resume and saved.is_file():
         return _resumed_config(args, TrainConfig.from_dict(json.loads(saved.read_text())))
-    values = preset(args.preset, args.phase, args.method)
-    values.update(phase=args.phase, data=list(args.data), extra_ntp=list(args.extra_ntp),
-                  output_dir=args.output_dir, backbone=args.backbone, init=args.init,
-                  mixed_precision=args.mixed_precision, method=args.method, ablation=args.ablation,
-                  gradient_checkpointing=args.gradient_checkpointing)
+    method = args.method or TrainConfig.method
+    values = {**preset(args.preset, args.phase, method), "phase": args.phase, **given(args)}
     if args.compressor_config:
         try:
             values["compressor"] = {**values.get("compressor", {}), **json.loads(args.compressor_config)}
         except json.JSONDecodeError as error:
             raise ConfigError(f"--compressor-config is not valid JSON: {error}") from error
-    for name in OVERRIDES:
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
     return TrainConfig.from_dict(values)
 
 
-def _resumed_config(args: argparse.Namespace, saved):
-    """The saved recipe with this call's session settings; a changed recipe field is an error, not a silent no-op."""
-    from dataclasses import replace
+def _resumed_config(args: argparse.Namespace, saved: TrainConfig) -> TrainConfig:
+    """The saved recipe with this call's session settings; a changed recipe field is an error, not a silent no-op.
 
+    With a global batch, the micro-batch (`batch_size`) is a session setting too: a run may
+    resume on a machine of another size, whose GPUs take a different share of each step.
+    """
     from ..errors import ConfigError
 
-    changed = [f"--{name.replace('_', '-')} (saved {getattr(saved, name)!r}, given {getattr(args, name)!r})"
-               for name in OVERRIDES if name not in SESSION_SETTINGS
-               and getattr(args, name) is not None and getattr(args, name) != getattr(saved, name)]
+    session = SESSION_SETTINGS + (("batch_size",) if saved.global_batch_size is not None else ())
+    changes = given(args)
+    changed = [f"--{name.replace('_', '-')} (saved {getattr(saved, name)!r}, given {value!r})"
+               for name, value in changes.items() if name not in session and value != getattr(saved, name)]
     if changed:
         raise ConfigError("a resumed run keeps the recipe it started with; these differ: " + "; ".join(changed))
-    return replace(saved, **{name: getattr(args, name) for name in SESSION_SETTINGS if getattr(args, name) is not None})
+    return dataclasses.replace(saved, **{name: value for name, value in changes.items() if name in session})
 
 
 def run(args: argparse.Namespace) -> int:

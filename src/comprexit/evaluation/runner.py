@@ -21,7 +21,7 @@ from ..decoding import greedy_answers
 from ..errors import ConfigError
 from ..methods.base import Method
 from ..prompting import DEFAULT_TEMPLATE, PromptTemplate, postprocess_answer
-from .data import QADataset, keep_tail
+from ..data.qa import QADataset, keep_tail
 from .metrics import ScoreTotals, average_over_datasets, score
 
 

@@ -61,7 +61,8 @@ class ComprExITEncoder(ContextEncoder):
 
     def forward(self, batch: ContextBatch) -> SoftPrefixBatch:
         out = self.compressor(batch.hidden_states, batch.mask)
-        return SoftPrefixBatch(out.slots, out.mask.sum(1).tolist())  # non-empty slots come first
+        # non-empty slots come first; counted from the context lengths, without waiting for the device
+        return SoftPrefixBatch(out.slots, [self.compressor.num_slots(len(c)) for c in batch.contexts])
 
     def parameter_count(self) -> int:
         return self.compressor.parameter_count()

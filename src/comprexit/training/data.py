@@ -4,22 +4,26 @@ Every example is the same shape: a context to compress, the `targets` the decode
 after the slots, and `score_from`, the first target index whose token is scored.
   NTP: context = a span of text, targets = the next tokens, all scored.
   SFT: context = a QA context (tail kept), targets = prompt + answer + EOS, answer and EOS scored.
+
+Each data file is one *source*; `ExampleSet` concatenates the sources' examples without
+materialising them (NTP pieces are cut from the memory-mapped token cache on demand), and
+`data.mixture` decides how often each source is drawn.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
-import os
 import random
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
+
+from ..data.qa import QAExample, keep_tail, load_qa
+from ..data.token_cache import TokenizedCorpus, is_held_out, tokenized_corpus
 from ..errors import DataError
-from ..evaluation.data import load_qa, keep_tail
 from ..prompting import PromptTemplate
+
+MIN_CONTEXT, MIN_CONTINUATION = 32, 16  # the shortest remainder of a document still worth a piece
 
 
 @dataclass(frozen=True)
@@ -32,110 +36,156 @@ class Example:
     def length(self) -> int:
         return len(self.context) + len(self.targets)
 
+    @property
+    def scored(self) -> int:
+        """Target tokens that count in the loss."""
+        return len(self.targets) - self.score_from
+
+
+class ListSource(Sequence):
+    """Examples held in memory (SFT questions, QA contexts as NTP text)."""
+
+    def __init__(self, name: str, examples: list[Example]):
+        self.name = name
+        self.examples = examples
+        self.lengths = np.fromiter((e.length for e in examples), dtype=np.int64, count=len(examples))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+
+class CorpusPieces(Sequence):
+    """NTP pieces of a tokenised corpus, cut on demand from its memory-mapped ids.
+
+    Each document is cut into consecutive pieces of `context + continuation` tokens; a shorter
+    remainder still counts when it gives at least 32 context and 16 continuation tokens, its
+    continuation being a quarter of it (at most `continuation`).
+    """
+
+    def __init__(self, name: str, corpus: TokenizedCorpus, documents: np.ndarray, context: int, continuation: int):
+        self.name = name
+        self.corpus = corpus
+        piece = context + continuation
+        lengths = corpus.lengths[documents]
+        counts = -(-lengths // piece)
+        doc = np.repeat(documents, counts)
+        index_in_doc = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        start = corpus.offsets[doc] + index_in_doc * piece
+        size = np.minimum(piece, corpus.offsets[doc + 1] - start)
+        cont = np.where(size == piece, continuation, np.minimum(continuation, size // 4))
+        keep = (size - cont >= MIN_CONTEXT) & (cont >= MIN_CONTINUATION)
+        self.start, self.context_length, self.continuation = start[keep], (size - cont)[keep], cont[keep]
+        self.lengths = (self.context_length + self.continuation).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def __getitem__(self, index: int) -> Example:
+        start, split = int(self.start[index]), int(self.start[index] + self.context_length[index])
+        end = split + int(self.continuation[index])
+        tokens = self.corpus.tokens
+        return Example(tuple(tokens[start:split].tolist()), tuple(tokens[split:end].tolist()))
+
+
+class ExampleSet(Sequence):
+    """Several sources' examples concatenated: index i of source k is `offsets[k] + i`."""
+
+    def __init__(self, sources: Sequence[Sequence[Example]]):
+        self.sources = [s for s in sources]
+        self.sizes = [len(s) for s in self.sources]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.lengths = np.concatenate([s.lengths for s in self.sources]) if self.sources else np.zeros(0, np.int64)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        k = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.sources[k][index - int(self.offsets[k])]
+
+    def head(self, count: int) -> "ExampleSet":
+        """Only the first `count` examples (quick runs, overfit checks)."""
+        kept, left = [], count
+        for source in self.sources:
+            take = min(left, len(source))
+            if take:
+                kept.append(ListSource(source.name, [source[i] for i in range(take)]))
+            left -= take
+        return ExampleSet(kept)
+
 
 @dataclass
 class Split:
-    train: list[Example]
+    train: ExampleSet
     validation: list[Example]
+    held_out_questions: list[QAExample] = field(default_factory=list)
 
 
-def is_held_out(key: str, permille: int) -> bool:
-    """Deterministic hold-out by a hash of the text, so the split never depends on file order."""
-    return int(hashlib.md5(key.encode("utf-8")).hexdigest()[:8], 16) % 1000 < permille
+def interleave(groups: Sequence[Sequence], limit: int) -> list:
+    """Up to `limit` items taken round-robin from each group, so that every source is validated."""
+    out, position = [], 0
+    while len(out) < limit and any(position < len(g) for g in groups):
+        out.extend(g[position] for g in groups if position < len(g))
+        position += 1
+    return out[:limit]
 
 
 # ---------------------------------------------------------------------------- NTP
-def read_texts(path: str | Path) -> list[str]:
-    """Documents of a corpus file: JSON lines with a "text" field (plain or gzip), or a plain text file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"corpus file not found: {path}")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 (byte {error.start})") from error
-    if not path.name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-        return [text] if text.strip() else []
-    docs = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path.name} line {number}: not valid JSON ({error.msg})") from error
-        if isinstance(record, dict) and "header" in record and number == 1:
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("text", record.get("context")), str):
-            raise DataError(f"{path.name} line {number}: expected an object with a string 'text' field")
-        docs.append(record.get("text", record.get("context")))
-    if not docs:
-        raise DataError(f"{path} holds no documents")
-    return docs
-
-
-def ntp_examples(
-    token_lists: Iterable[Sequence[int]], context_tokens: int = 512, continuation_tokens: int = 128
-) -> list[Example]:
-    """Cut each document into consecutive (context, continuation) pieces.
-
-    A full piece is `context_tokens + continuation_tokens` long; a shorter remainder still
-    counts when it gives at least 32 context and 16 continuation tokens, its continuation
-    being a quarter of it (at most `continuation_tokens`).
-    """
+def ntp_examples(token_lists, context_tokens: int = 512, continuation_tokens: int = 128) -> list[Example]:
+    """Cut in-memory token lists into NTP pieces (the same rule as `CorpusPieces`)."""
     examples = []
     piece = context_tokens + continuation_tokens
     for ids in token_lists:
         for start in range(0, len(ids), piece):
-            chunk = ids[start : start + piece]
+            chunk = tuple(ids[start : start + piece])
             cont = continuation_tokens if len(chunk) == piece else min(continuation_tokens, len(chunk) // 4)
-            if len(chunk) - cont >= 32 and cont >= 16:
-                examples.append(Example(tuple(chunk[: len(chunk) - cont]), tuple(chunk[len(chunk) - cont :])))
+            if len(chunk) - cont >= MIN_CONTEXT and cont >= MIN_CONTINUATION:
+                examples.append(Example(chunk[: len(chunk) - cont], chunk[len(chunk) - cont :]))
     return examples
 
 
 def load_ntp(
     backbone,
-    files: Sequence[str | Path],
+    files: Sequence[str],
     *,
     context_tokens: int = 512,
     continuation_tokens: int = 128,
     validation_permille: int = 20,
+    extra_qa: Sequence[str] = (),
+    val_examples: int = 256,
+    max_documents: int | None = None,
+    show_progress: bool = True,
 ) -> Split:
-    """NTP examples from corpus files, split by document into train and validation."""
-    train_ids, val_ids = [], []
-    for path in files:
-        docs = read_texts(path)
-        for doc, ids in zip(docs, tokenize_cached(backbone, docs)):
-            (val_ids if is_held_out(doc, validation_permille) else train_ids).append(ids)
-    return Split(
-        ntp_examples(train_ids, context_tokens, continuation_tokens),
-        ntp_examples(val_ids, context_tokens, continuation_tokens),
-    )
+    """NTP pieces of corpora (one source each, tokenised once into the token cache), split by document.
 
-
-def tokenize_cached(backbone, docs: list[str]) -> list[list[int]]:
-    """Token ids of many documents, cached on disk per (texts, tokenizer): every run of a sweep reuses them."""
-    import torch
-
-    from ..bundled import cache_root
-
-    digest = hashlib.sha1()
-    for doc in docs:
-        digest.update(hashlib.sha1(doc.encode("utf-8")).digest())
-    digest.update(f"{backbone.identity.name}|{backbone.identity.vocab_size}|{len(backbone.tokenizer)}".encode())
-    path = cache_root() / "tokens" / f"{digest.hexdigest()[:24]}.pt"
-    if path.is_file():
-        return torch.load(path)
-    ids = backbone.tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(ids, tmp)
-    tmp.replace(path)
-    return ids
+    files: corpus files or `hf:NAME[:SPLIT]` datasets (streamed into the cache; `max_documents`
+        keeps the first N documents of each). `extra_qa`: QA files whose training-side
+        contexts join as one more source.
+    """
+    train, validation = [], []
+    for spec in files:
+        corpus = tokenized_corpus(spec, backbone.tokenizer, max_documents=max_documents, show_progress=show_progress)
+        held = corpus.held_out(validation_permille)
+        name = str(spec).rsplit("/", 1)[-1]
+        train.append(CorpusPieces(name, corpus, np.flatnonzero(~held), context_tokens, continuation_tokens))
+        validation.append(CorpusPieces(name, corpus, np.flatnonzero(held), context_tokens, continuation_tokens))
+    if extra_qa:
+        contexts = sorted({qa.context for spec in extra_qa for qa in load_qa(str(spec))
+                           if not is_held_out(qa.context, validation_permille)})
+        ids = backbone.tokenizer(contexts, add_special_tokens=False)["input_ids"] if contexts else []
+        train.append(ListSource("extra-ntp", ntp_examples(ids, context_tokens, continuation_tokens)))
+    return Split(ExampleSet(train), interleave(validation, val_examples))
 
 
 # ---------------------------------------------------------------------------- SFT
@@ -146,44 +196,57 @@ def load_sft(
     template: PromptTemplate | None = None,
     context_budget: int = 512,
     validation_permille: int = 50,
+    val_examples: int = 256,
+    val_questions: int = 300,
     skip_malformed: bool = False,
-) -> tuple[Split, list]:
-    """SFT examples from QA files, held out by context. Also returns the held-out QAExamples (for F1)."""
+) -> Split:
+    """SFT examples from QA files (one source each), held out by context.
+
+    The held-out questions (for validation F1) and examples (for validation loss) are taken
+    round-robin over the files, so a small file is validated as much as a large one.
+    """
     template = template or PromptTemplate()
     eos = [backbone.eos_token_id] if backbone.eos_token_id is not None else []
-    train, validation, held_out_questions = [], [], []
-    cache: dict[str, tuple[int, ...]] = {}
+    tokenize = lambda texts: backbone.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []  # noqa: E731
+    train, validation, questions = [], [], []
     for spec in files:
-        for qa in load_qa(str(spec), skip_malformed=skip_malformed):
-            if qa.context not in cache:
-                cache[qa.context] = tuple(keep_tail(backbone.tokenize(qa.context), context_budget)[0])
-            prompt = backbone.tokenize(template.render(qa.question))
-            answer = backbone.tokenize(" " + qa.answers[0].strip()) + eos
-            example = Example(cache[qa.context], tuple(prompt + answer), score_from=len(prompt))
+        qas = list(load_qa(str(spec), skip_malformed=skip_malformed))
+        unique = list(dict.fromkeys(qa.context for qa in qas))
+        contexts = {c: tuple(keep_tail(ids, context_budget)[0]) for c, ids in zip(unique, tokenize(unique))}
+        prompts = tokenize([template.render(qa.question) for qa in qas])
+        answers = tokenize([" " + qa.answers[0].strip() for qa in qas])
+        source_train, source_val, source_questions = [], [], []
+        for qa, prompt, answer in zip(qas, prompts, answers):
+            example = Example(contexts[qa.context], tuple(prompt + answer + eos), score_from=len(prompt))
             if is_held_out(qa.context, validation_permille):
-                validation.append(example)
-                held_out_questions.append(qa)
+                source_val.append(example)
+                source_questions.append(qa)
             else:
-                train.append(example)
-    if not train:
+                source_train.append(example)
+        train.append(ListSource(str(spec).rsplit("/", 1)[-1], source_train))
+        validation.append(source_val)
+        questions.append(source_questions)
+    if not any(len(s) for s in train):
         raise DataError(f"no SFT training examples in {list(files)}")
-    return Split(train, validation), held_out_questions
+    return Split(ExampleSet(train), interleave(validation, val_examples), interleave(questions, val_questions))
 
 
 # ---------------------------------------------------------------------------- batching
-def bucketed_batches(examples: Sequence[Example], batch_size: int, seed: int, pool: int = 64) -> list[list[int]]:
-    """Shuffled batches of similar-length examples (indices into `examples`).
+def bucketed_batches(indices: Sequence[int], lengths: np.ndarray, batch_size: int, seed: int, pool: int = 64) -> list[list[int]]:
+    """Shuffled full batches of similar-length examples (entries of `indices`, which may repeat).
 
-    Examples are shuffled, cut into pools of `pool * batch_size`, sorted by length inside a
-    pool and batched; the batches are then shuffled. Deterministic for a given seed.
+    The indices are shuffled, cut into pools of `pool * batch_size`, sorted by length inside a
+    pool and batched; the batches are then shuffled. A last batch short of `batch_size` is
+    dropped (every step then sees the same number of examples). Deterministic for a seed.
     """
     rng = random.Random(seed)
-    order = list(range(len(examples)))
+    order = [int(i) for i in indices]
     rng.shuffle(order)
     batches = []
     size = pool * batch_size
     for start in range(0, len(order), size):
-        chunk = sorted(order[start : start + size], key=lambda i: examples[i].length)
+        chunk = sorted(order[start : start + size], key=lambda i: lengths[i])
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    batches = [b for b in batches if len(b) == batch_size]
     rng.shuffle(batches)
     return batches

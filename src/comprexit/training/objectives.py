@@ -100,6 +100,13 @@ def _scored(examples: Sequence[Example], offsets: Sequence[int]) -> tuple[torch.
     return torch.tensor(rows), torch.tensor(positions), torch.tensor(labels)
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to a GPU through pinned memory, so the copy does not wait for queued work."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def token_losses(
     backbone: Backbone, student: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -273,17 +280,17 @@ def batch_losses(
 
     result = BatchLosses()
     final, offsets = prefix_hidden(backbone, prefix, [e.targets for e in examples])
-    rows_s, pos_s, labels_s = _scored(examples, offsets)
-    student = final[rows_s.to(device), pos_s.to(device)]
-    ce, kl = token_losses(backbone, student, labels_s.to(device), teacher)
+    rows_s, pos_s, labels_s = (_to_device(t, device) for t in _scored(examples, offsets))
+    student = final[rows_s, pos_s]
+    ce, kl = token_losses(backbone, student, labels_s, teacher)
     result.sums["ce"], result.tokens["ce"] = ce, len(labels_s)
     if kl is not None:
         result.sums["kl"], result.tokens["kl"] = kl, len(labels_s)
     if weights.ae > 0 and marker is not None:
         ae_examples = [Example(e.context[:ae_tokens], e.context[:ae_tokens], 0) for e in examples]
         final, offsets = prefix_hidden(backbone, prefix, [e.targets for e in ae_examples], insert=marker.vector)
-        rows_a, pos_a, labels_a = _scored(ae_examples, offsets)
-        ae, _ = token_losses(backbone, final[rows_a.to(device), pos_a.to(device)], labels_a.to(device))
+        rows_a, pos_a, labels_a = (_to_device(t, device) for t in _scored(ae_examples, offsets))
+        ae, _ = token_losses(backbone, final[rows_a, pos_a], labels_a)
         result.sums["ae"], result.tokens["ae"] = ae, len(labels_a)
     timer.mark("decoder_forward", device)
     return result

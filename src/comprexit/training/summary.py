@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from ..errors import InputError
 from .plots import read_metrics
 
-RECIPE_FIELDS = ("method", "ablation", "phase", "lr", "batch_size", "grad_accum", "epochs", "max_steps", "ce_weight", "kl_weight", "ae_weight", "extra_ntp",
+RECIPE_FIELDS = ("method", "ablation", "phase", "lr", "batch_size", "grad_accum", "global_batch_size", "data_weights", "epochs", "max_steps", "ce_weight", "kl_weight", "ae_weight", "extra_ntp",
                  "compressor", "init")
 
 
@@ -42,6 +42,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
                          "examples": r["step"] * _examples_per_step(recipe)} for r in validation],
         "best_validation": json.loads(selection.read_text()) if selection.is_file() else None,
         "examples_per_second_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
+        "throughput": steady_throughput(train, profile),
         "train_seconds": round(sum(s.get("train_seconds_this_call") or 0 for s in summaries), 1),
         "profile": profile,
         "status": summaries[-1]["status"] if summaries else "running",
@@ -49,8 +50,49 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def steady_throughput(train: Sequence[dict[str, Any]], profile: dict[str, Any] | None) -> dict[str, float] | None:
+    """Median examples/s and tokens/s of the logged windows after the first one (warm-up) and after
+    any profiled steps (the profiler synchronises the device, which slows them)."""
+    after = (profile or {}).get("steps") or 0
+    steady = [r for r in train[1:] if r["step"] > after and r.get("examples_per_second")]
+    if not steady:
+        return None
+    middle = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    return {"examples_per_second": middle([r["examples_per_second"] for r in steady]),
+            "tokens_per_second": middle([r["tokens_per_second"] for r in steady if r.get("tokens_per_second")] or [0]),
+            "windows": len(steady)}
+
+
+def throughput_markdown(runs: Sequence[dict[str, Any]]) -> str:
+    """Steady throughput per run, per GPU, against the first run, with where a profiled step's time goes."""
+    base = runs[0].get("throughput")
+    single = next((r for r in runs if (r["recipe"].get("processes") or 1) == 1 and r is not runs[0]), None)
+    lines = ["## Throughput", "",
+             "| run | processes | examples/s | tokens/s | examples/s per GPU | per GPU vs first run | scaling efficiency "
+             "| time shares of a profiled step |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        speed, processes = r.get("throughput"), r["recipe"].get("processes") or 1
+        if not speed:
+            continue
+        per_gpu = speed["examples_per_second"] / processes
+        versus = f"{per_gpu / base['examples_per_second']:.2f}x" if base else "-"
+        one = (single or runs[0]).get("throughput")
+        efficiency = f"{per_gpu / one['examples_per_second']:.0%}" if one and processes > 1 else "-"
+        shares = r.get("profile") or {}
+        parts = ", ".join(f"{k[6:]} {v:.0%}" for k, v in shares.items() if k.startswith("share_"))
+        lines.append(f"| {r['run']} | {processes} | {speed['examples_per_second']:.0f} | {speed['tokens_per_second']:.0f} "
+                     f"| {per_gpu:.0f} | {versus} | {efficiency} | {parts or '-'} |")
+    lines += ["", "Steady: the median of the logged windows after the first (warm-up) and after any profiled "
+              "steps. Scaling efficiency: examples/s per GPU against the one-process run of the same recipe "
+              "(the first one-process run after the first row)."]
+    return "\n".join(lines) + "\n"
+
+
 def _examples_per_step(recipe: dict[str, Any]) -> int:
-    """Examples per optimizer step: the batch of each process, accumulated, over every process."""
+    """Examples per optimizer step: the global batch, or the batch of each process, accumulated, over every process."""
+    if recipe.get("global_batch_size"):
+        return int(recipe["global_batch_size"])
     return int(recipe.get("batch_size") or 1) * int(recipe.get("grad_accum") or 1) * int(recipe.get("processes") or 1)
 
 
@@ -82,9 +124,12 @@ def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
     ]
     for r in runs:
         recipe = r["recipe"]
-        batch = f"batch {recipe['batch_size']}" + (f"x{recipe['grad_accum']}" if (recipe.get("grad_accum") or 1) > 1 else "")
-        if (recipe.get("processes") or 1) > 1:
-            batch += f" on each of {recipe['processes']} processes"
+        if recipe.get("global_batch_size"):
+            batch = f"batch {recipe['global_batch_size']} ({recipe['batch_size']} per pass, {recipe.get('processes') or 1} processes)"
+        else:
+            batch = f"batch {recipe['batch_size']}" + (f"x{recipe['grad_accum']}" if (recipe.get("grad_accum") or 1) > 1 else "")
+            if (recipe.get("processes") or 1) > 1:
+                batch += f" on each of {recipe['processes']} processes"
         knobs = [f"lr {recipe['lr']:g}", batch, f"ce {recipe['ce_weight']:g}"]
         named = " ".join(filter(None, [recipe.get("method"), recipe.get("ablation")]))
         if named and named != "comprexit":  # runs from before the method field say nothing: ComprExIT

@@ -4,9 +4,16 @@ What trains is any registered method's `ContextEncoder` (`TrainConfig.method`): 
 one of its ablations, or a baseline. Data, objectives, checkpoints, resume, validation and
 best-checkpoint selection are the same for all of them.
 
-One command runs on a CPU, one GPU or several (`accelerate launch`, data parallel): every
-process reads its share of each global batch, gradients are averaged by accelerate, and
-only the main process writes checkpoints, metrics and plots.
+One command runs on a CPU, one GPU or several (`accelerate launch` or torchrun, data
+parallel). A step is one global batch: the same examples in the same order whatever the
+number of processes. Each process takes its share in micro-batches of `batch_size`,
+accumulating gradients locally (`no_sync`) and averaging them once per step; every loss is
+normalised by the token count of the whole global batch, which every process computes from
+the batch itself, so 1, 2 or 4 GPUs give the same update and a run resumes on a machine of
+another size. Only the main process writes checkpoints, metrics and plots.
+
+The step avoids host synchronisation: losses and gradient norms stay on the GPU and are read
+only at logging steps, so the CPU can queue the next micro-batch while the GPU works.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,26 +32,34 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..backbone import Backbone
+from ..data.mixture import epoch_indices
+from ..data.qa import QADataset
 from ..errors import CheckpointError, ConfigError
-from ..evaluation.data import QADataset
 from ..evaluation.report import environment
 from ..evaluation.runner import EvalSettings, evaluate
 from ..methods import create_method
 from ..methods.trainable import ContextEncoder, encoder_class
 from . import checkpoints
 from .config import TrainConfig
-from .data import Split, bucketed_batches, load_ntp, load_sft, ntp_examples
+from .data import Example, Split, bucketed_batches, load_ntp, load_sft
 from .objectives import AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses
 from .plots import plot_run
 
 
+# With plan_minutes, the speed between these two steps (counted from the run's start, after the
+# first steps' warm-up and before any validation) sets the step count, and this share of the
+# time budget is planned for steps (the rest: validations, checkpoints).
+PLAN_PROBE = (3, 13)
+PLAN_SHARE = 0.9
+
+
 @dataclass
 class Position:
-    """Where the run is: optimizer steps taken, and the next micro-batch (epoch, index)."""
+    """Where the run is: optimizer steps taken, and the next global batch (epoch, index)."""
 
     step: int = 0
     epoch: int = 0
-    micro: int = 0
+    batch: int = 0
 
 
 class Trainer:
@@ -54,9 +70,10 @@ class Trainer:
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() else "no"
         # cpu=True when there is no GPU: accelerate then runs several processes over gloo (MULTI_CPU)
-        self.accelerator = Accelerator(
-            mixed_precision=precision, gradient_accumulation_steps=config.grad_accum, cpu=not torch.cuda.is_available()
-        )
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.accumulation = self._accumulation()
+        self.global_batch = config.batch_size * self.accumulation * self.world
         set_seed(config.seed)
         self.is_main = self.accelerator.is_main_process
         self.weights = LossWeights(config.ce_weight, config.kl_weight, config.ae_weight)
@@ -65,7 +82,12 @@ class Trainer:
         self.encoder_class.check_objectives({"ce": self.weights.ce, "kl": self.weights.kl, "ae": self.weights.ae})
         self.encoder_class.check_ablation(config.ablation)
         self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
-        self.split, self.val_questions = self._load_data()
+        started = time.perf_counter()
+        with self.accelerator.main_process_first():  # the main process builds the token cache; the others open it
+            self.split = self._load_data()
+        self.data_seconds = time.perf_counter() - started
+        self.val_questions = (QADataset("validation", self.split.held_out_questions, source="held-out train questions")
+                              if config.phase == "sft" else None)
         self._build_model()
         self.position = Position()
         self.resume_from = checkpoints.latest_checkpoint(self.run_dir) if resume else None
@@ -76,31 +98,41 @@ class Trainer:
             (self.run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     # ------------------------------------------------------------------ set-up
-    def _load_data(self) -> tuple[Split, QADataset | None]:
+    def _accumulation(self) -> int:
+        c = self.config
+        if c.global_batch_size is None:
+            return c.grad_accum
+        per_pass = c.batch_size * self.world
+        if c.global_batch_size % per_pass:
+            raise ConfigError(
+                f"global_batch_size {c.global_batch_size} is not a multiple of batch_size {c.batch_size} x "
+                f"{self.world} process(es): choose a batch_size that divides {c.global_batch_size // self.world}"
+            )
+        return c.global_batch_size // per_pass
+
+    def _load_data(self) -> Split:
         c = self.config
         if c.phase == "ntp":
             split = load_ntp(
-                self.backbone, c.data, context_tokens=c.context_tokens,
-                continuation_tokens=c.continuation_tokens, validation_permille=c.validation_permille,
+                self.backbone, c.data, context_tokens=c.context_tokens, continuation_tokens=c.continuation_tokens,
+                validation_permille=c.validation_permille, extra_qa=c.extra_ntp, val_examples=c.val_examples,
+                max_documents=c.max_corpus_documents, show_progress=self.is_main,
             )
-            if c.extra_ntp:
-                extra, _ = load_sft(self.backbone, c.extra_ntp, validation_permille=c.validation_permille)
-                contexts = sorted({e.context for e in extra.train})
-                split.train.extend(ntp_examples(contexts, c.context_tokens, c.continuation_tokens))
-            questions = None
         else:
-            split, held_out = load_sft(
-                self.backbone, c.data, context_budget=c.context_tokens, validation_permille=c.validation_permille
+            split = load_sft(
+                self.backbone, c.data, context_budget=c.context_tokens, validation_permille=c.validation_permille,
+                val_examples=c.val_examples, val_questions=c.val_questions,
             )
-            questions = QADataset("validation", held_out[: c.val_questions], source="held-out train questions")
-        split.validation = split.validation[: c.val_examples]
         if c.max_train_examples:
-            split.train = split.train[: c.max_train_examples]
-        if not split.train:
+            split.train = split.train.head(c.max_train_examples)
+        if not len(split.train):
             raise ConfigError(f"no training examples could be built from {c.data}")
         if not split.validation:
             raise ConfigError("the validation slice is empty: raise validation_permille")
-        return split, questions
+        sources = len(split.train.sources)
+        if c.data_weights is not None and len(c.data_weights) != sources:
+            raise ConfigError(f"data_weights has {len(c.data_weights)} value(s) for {sources} sources ({split.train.names})")
+        return split
 
     def _build_model(self) -> None:
         c = self.config
@@ -122,107 +154,152 @@ class Trainer:
         if self.weights.ae > 0:
             marker = AutoencodeMarker(self.backbone.hidden_size, self.backbone.embedding_rms()).to(self.accelerator.device)
         params = [p for p in encoder.parameters() if p.requires_grad] + (list(marker.parameters()) if marker else [])
-        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        fused = self.accelerator.device.type == "cuda"  # one kernel for the whole update on a GPU
+        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=fused)
         self.batches_per_epoch = len(self._epoch_batches(0))
         if self.batches_per_epoch < 1:
-            raise ConfigError(
-                f"{len(self.split.train)} examples give no global batch of {c.batch_size} x "
-                f"{self.accelerator.num_processes} processes"
-            )
-        steps_per_epoch = max(1, self.batches_per_epoch // c.grad_accum)
-        self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * steps_per_epoch))
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(c.warmup_ratio * self.total_steps), self.total_steps
-        )
-        # The scheduler stays unprepared: we step it once per optimizer step ourselves (accelerate
-        # would step it once per process). The autoencoding marker is used outside the
-        # encoder's forward, so it is not wrapped for data parallelism; its gradient is
-        # averaged by hand. Both are registered so that checkpoints hold their state.
+            raise ConfigError(f"{len(self.split.train)} examples give no global batch of {self.global_batch}")
+        self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * self.batches_per_epoch))
+        self.planned = c.plan_minutes is None
+        # The scheduler stays unprepared (we step it once per optimizer step ourselves); the
+        # autoencoding marker is used outside the encoder's forward, so it is not wrapped for data
+        # parallelism and its gradient is averaged by hand.
         self.encoder, self.optimizer = self.accelerator.prepare(encoder, optimizer)
-        self.scheduler = scheduler
+        self.scheduler = self._schedule(self.total_steps)
         self.marker = marker
-        self.accelerator.register_for_checkpointing(self.scheduler)
-        if marker is not None:
-            self.accelerator.register_for_checkpointing(marker)
+
+    def _schedule(self, total_steps: int, done: int = 0):
+        """Linear warm-up and decay over `total_steps`, advanced past the `done` steps already taken."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # the torch optimizer inside accelerate's wrapper
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.config.warmup_ratio * total_steps), total_steps)
+        for _ in range(done):
+            scheduler.step()
+        return scheduler
+
+    def _plan(self, step: int, seconds_per_step: float, elapsed: float) -> None:
+        """Fix the step count so that training ends `plan_minutes` after it started, at the measured speed.
+
+        Validations and checkpoints also take time: PLAN_SHARE of the budget goes to steps.
+        """
+        left = self.config.plan_minutes * 60 - elapsed
+        self.total_steps = max(step + 1, step + int(left * PLAN_SHARE / seconds_per_step))
+        self.scheduler = self._schedule(self.total_steps, done=step)
+        self.planned = True
+        self.log({"kind": "plan", "step": step, "seconds_per_step": round(seconds_per_step, 4),
+                  "total_steps": self.total_steps, "plan_minutes": self.config.plan_minutes})
 
     @property
     def unwrapped(self) -> ContextEncoder:
         return self.accelerator.unwrap_model(self.encoder)
 
+    def _trainable_state(self) -> dict[str, torch.nn.Parameter]:
+        """Every trained tensor by name: the encoder's trainable parameters and the marker."""
+        state = {n: p for n, p in self.unwrapped.named_parameters() if p.requires_grad}
+        if self.marker is not None:
+            state["marker.vector"] = self.marker.vector
+        return state
+
     # ------------------------------------------------------------------ data order
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This process's micro-batches of an epoch.
+        """The global batches of an epoch (indices into the training set), the same on every process."""
+        c, train = self.config, self.split.train
+        indices = epoch_indices(train.sizes, c.data_weights, c.seed, epoch)
+        return bucketed_batches(indices, train.lengths, self.global_batch, seed=c.seed * 100003 + epoch)
 
-        Global batches of `batch_size x processes` examples are formed as on one process, and
-        process k takes the k-th slice of each: N processes at batch b see exactly the
-        examples that one process sees at batch N*b. A global batch too small to give every
-        process an example is dropped.
-        """
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+    def _micro_batches(self, examples: list[Example]) -> list[list[Example]]:
+        """This process's micro-batches of a global batch: chunk c, process k take slice c * world + k."""
         size = self.config.batch_size
-        batches = bucketed_batches(self.split.train, size * world, seed=self.config.seed * 100003 + epoch)
-        if world == 1:
-            return batches
-        return [b[rank * len(b) // world : (rank + 1) * len(b) // world] for b in batches if len(b) >= world]
+        return [examples[(c * self.world + self.rank) * size : (c * self.world + self.rank + 1) * size]
+                for c in range(self.accumulation)]
 
-    def _share_token_counts(self, losses) -> None:
-        """Normalise by the global token count, so averaging gradients over processes gives the global mean."""
-        if self.accelerator.num_processes == 1:
-            return
-        keys = sorted(losses.tokens)
-        counts = torch.tensor([float(losses.tokens[k]) for k in keys], device=self.accelerator.device)
-        counts = self.accelerator.reduce(counts, reduction="sum") / self.accelerator.num_processes
-        losses.tokens = dict(zip(keys, counts.tolist()))
+    def _loss_keys(self) -> list[str]:
+        """The losses a batch reports: CE always, KL and autoencoding when weighted."""
+        return ["ce"] + (["kl"] if self.weights.kl > 0 else []) + (["ae"] if self.marker is not None else [])
+
+    def _global_token_counts(self, examples: list[Example]) -> dict[str, float]:
+        """Scored tokens of each loss over the global batch: the denominators of the step's means."""
+        scored = float(sum(e.scored for e in examples))
+        autoencoded = float(sum(min(len(e.context), self.config.ae_tokens) for e in examples))
+        return {k: autoencoded if k == "ae" else scored for k in self._loss_keys()}
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
-        """Every process writes its part (accelerate keeps one RNG file per process) into one staging folder."""
+        """The main process writes the state (files of at most checkpoint_shard_mb); each process its generators."""
         self.accelerator.wait_for_everyone()
+        staging = checkpoints.staging_path(self.run_dir, self.position.step)
         if self.is_main:
             checkpoints.staging_dir(self.run_dir, self.position.step)
         self.accelerator.wait_for_everyone()
-        staging = checkpoints.staging_path(self.run_dir, self.position.step)
-        self.accelerator.save_state(str(staging))
+        checkpoints.save_rng(staging, self.rank)
         if self.is_main:
-            self.unwrapped.save_pretrained(staging / "compressor")
-            state = {"step": self.position.step, "epoch": self.position.epoch, "micro": self.position.micro,
-                     "total_steps": self.total_steps, "best_val": self.best_val, "config": self.config.to_dict()}
+            checkpoints.save_training_state(staging, self._trainable_state(), self.optimizer, self.scheduler,
+                                            self.config.checkpoint_shard_mb)
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            state = {"step": self.position.step, "epoch": self.position.epoch, "batch": self.position.batch,
+                     "total_steps": self.total_steps, "planned": self.planned, "best_val": self.best_val,
+                     "processes": self.world,
+                     "config": self.config.to_dict()}
             checkpoints.commit_checkpoint(self.run_dir, staging, self.position.step, state)
         self.accelerator.wait_for_everyone()
 
     def _restore(self) -> None:
-        self.accelerator.load_state(str(self.resume_from))
         state = checkpoints.read_state(self.resume_from)
-        if state["total_steps"] != self.total_steps:
+        if self.config.plan_minutes is not None and state.get("planned"):  # keep the schedule planned before the pause
+            self.total_steps, self.planned = state["total_steps"], True
+            self.scheduler = self._schedule(self.total_steps)
+        elif state["total_steps"] != self.total_steps:
             raise CheckpointError(
                 f"checkpoint {self.resume_from} planned {state['total_steps']} steps, this config plans "
                 f"{self.total_steps}: resume with the run's own train_config.json"
             )
-        self.position = Position(state["step"], state["epoch"], state["micro"])
+        checkpoints.load_training_state(self.resume_from, self._trainable_state(), self.optimizer, self.scheduler)
+        if not checkpoints.load_rng(self.resume_from, self.rank):
+            self.log({"kind": "note", "step": state["step"], "note": f"resumed on {self.world} processes from a "
+                      f"checkpoint of {state.get('processes')}: random generators start afresh"})
+        self.position = Position(state["step"], state["epoch"], state["batch"])
         self.best_val = state.get("best_val", float("inf"))
 
     # ------------------------------------------------------------------ validation
+    def _shard(self, items: list) -> list:
+        """This process's share of a validation list (every process validates a part; results are summed)."""
+        return items[self.rank :: self.world]
+
     @torch.no_grad()
     def validate(self) -> dict:
         self.encoder.eval()
-        sums: dict[str, float] = {}
-        tokens: dict[str, int] = {}
+        device = self.accelerator.device
+        sums: dict[str, torch.Tensor] = {}
+        tokens: dict[str, float] = {}
         batch = self.config.batch_size
-        val = self.split.validation
+        val = self._shard(self.split.validation)
         for start in range(0, len(val), batch):
             losses = batch_losses(self.backbone, self.encoder, val[start : start + batch], self.weights, self.marker,
                                   self.config.ae_tokens)
             for k, v in losses.sums.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-                tokens[k] = tokens.get(k, 0) + losses.tokens[k]
-        row = {k: sums[k] / tokens[k] for k in sums}
+                sums[k] = sums.get(k, torch.zeros((), device=device)) + v.float()
+                tokens[k] = tokens.get(k, 0.0) + losses.tokens[k]
+        keys = self._loss_keys()
+        totals = torch.tensor([[float(sums.get(k, 0.0)), tokens.get(k, 0.0)] for k in keys], device=device)
+        totals = self.accelerator.reduce(totals, reduction="sum") if self.world > 1 else totals
+        row = {k: float(totals[i, 0] / totals[i, 1].clamp_min(1)) for i, k in enumerate(keys)}
         row["gap_closed"] = gap_closed(row["ce"], self.bounds)
         if self.val_questions is not None and len(self.val_questions):
-            method = create_method(self.config.method, self.backbone, encoder=self.unwrapped)
-            result = evaluate(method, {"validation": self.val_questions}, EvalSettings(batch_size=64, context_budget=self.config.context_tokens), show_progress=False)
-            row["em"], row["f1"] = result["datasets"]["validation"]["em"], result["datasets"]["validation"]["f1"]
+            row.update(self._validation_f1())
         self.encoder.train()
         return row
+
+    def _validation_f1(self) -> dict[str, float]:
+        """EM / F1 on the held-out questions, each process answering its share."""
+        share = QADataset("validation", self._shard(self.val_questions.examples), source="held-out train questions")
+        totals = torch.zeros(3, device=self.accelerator.device)
+        if len(share):
+            method = create_method(self.config.method, self.backbone, encoder=self.unwrapped)
+            result = evaluate(method, {"validation": share}, EvalSettings(batch_size=64, context_budget=self.config.context_tokens),
+                              show_progress=False)["datasets"]["validation"]
+            totals += torch.tensor([result["em"] * len(share), result["f1"] * len(share), len(share)], device=totals.device)
+        totals = self.accelerator.reduce(totals, reduction="sum") if self.world > 1 else totals
+        return {"em": float(totals[0] / totals[2]), "f1": float(totals[1] / totals[2])}
 
     def _bounds(self) -> dict:
         path = self.run_dir / "bounds.json"
@@ -232,8 +309,8 @@ class Trainer:
         if self.val_questions is not None and len(self.val_questions):
             from ..methods.zero_shot import FullContext
 
-            result = evaluate(FullContext(self.backbone), {"validation": self.val_questions}, EvalSettings(batch_size=64, context_budget=self.config.context_tokens),
-                              show_progress=False)
+            result = evaluate(FullContext(self.backbone), {"validation": self.val_questions},
+                              EvalSettings(batch_size=64, context_budget=self.config.context_tokens), show_progress=False)
             bounds["f1_full_context"] = result["datasets"]["validation"]["f1"]
         if self.is_main:
             path.write_text(json.dumps(bounds, indent=2) + "\n")
@@ -245,6 +322,16 @@ class Trainer:
             with (self.run_dir / "metrics.jsonl").open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
 
+    def _start_log(self) -> None:
+        c, train = self.config, self.split.train
+        self.log({"kind": "environment", "step": 0, **environment(self.backbone.device), "processes": self.world})
+        self.log({"kind": "bounds", "step": 0, **self.bounds, "train_examples": len(train),
+                  "validation_examples": len(self.split.validation), "total_steps": self.total_steps,
+                  "method": c.method, "trainable_parameters": self.trainable_parameters,
+                  "global_batch": self.global_batch, "micro_batch": c.batch_size, "accumulation": self.accumulation,
+                  "sources": dict(zip(train.names, train.sizes)), "data_weights": c.data_weights,
+                  "data_seconds": round(self.data_seconds, 2)})
+
     # ------------------------------------------------------------------ the loop
     def train(self, stop_at_step: int | None = None) -> dict:
         """Run to the planned step count, or pause (checkpointed) after `max_minutes` or at `stop_at_step`."""
@@ -254,67 +341,43 @@ class Trainer:
             self._restore()
         self.bounds = self._bounds()
         if self.resume_from is None:
-            self.log({"kind": "environment", "step": 0, **environment(self.backbone.device),
-                      "processes": self.accelerator.num_processes})
-            self.log({"kind": "bounds", "step": 0, **self.bounds, "train_examples": len(self.split.train),
-                      "validation_examples": len(self.split.validation), "total_steps": self.total_steps,
-                      "method": c.method, "trainable_parameters": self.trainable_parameters})
+            self._start_log()
         started = time.perf_counter()
         timer = Timer(enabled=c.profile_steps > 0)
-        window = {"examples": 0, "tokens": 0, "seconds": 0.0, "loss": 0.0, "parts": {}, "n": 0}
+        window = _Window(self.accelerator.device)
         train_seconds, train_examples = 0.0, 0
+        first_step, probe = self.position.step, {}
         bar = tqdm(total=self.total_steps, initial=self.position.step, disable=not self.is_main, desc=f"train {c.phase}")
         paused = False
-        while self.position.step < self.total_steps:
+        while self.position.step < self.total_steps and not paused:
             batches = self._epoch_batches(self.position.epoch)
-            while self.position.micro < len(batches) and self.position.step < self.total_steps:
+            while self.position.batch < len(batches) and self.position.step < self.total_steps:
                 tick = time.perf_counter()
-                examples = [self.split.train[i] for i in batches[self.position.micro]]
-                timer.enabled = self.position.step < c.profile_steps
-                with self.accelerator.accumulate(self.encoder):
-                    losses = batch_losses(self.backbone, self.encoder, examples, self.weights, self.marker,
-                                          c.ae_tokens, timer)
-                    self._share_token_counts(losses)
-                    loss = combined_loss(losses, self.weights)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss became {loss.item()} at step {self.position.step}")
-                    self.accelerator.backward(loss)
-                    grad_norm = None
-                    if self.accelerator.sync_gradients and self.marker is not None and self.accelerator.num_processes > 1:
-                        self.marker.vector.grad = self.accelerator.reduce(self.marker.vector.grad, reduction="mean")
-                    if self.accelerator.sync_gradients:
-                        grad_norm = self.accelerator.clip_grad_norm_(self.encoder.parameters(), c.max_grad_norm)
-                    self.optimizer.step()
-                    if self.accelerator.sync_gradients:
-                        self.scheduler.step()
-                    self.optimizer.zero_grad()
-                timer.mark("decoder_backward_and_update", self.backbone.device)
-                self.position.micro += 1
+                examples = [self.split.train[i] for i in batches[self.position.batch]]
+                grad_norm = self._step(examples, window, timer)
+                self.position.batch += 1
+                self.position.step += 1
+                step = self.position.step
                 elapsed = time.perf_counter() - tick
-                window["examples"] += len(examples)
-                window["tokens"] += sum(e.length for e in examples)
-                window["seconds"] += elapsed
-                window["loss"] += float(loss.detach())
-                window["n"] += 1
-                for k in losses.sums:
-                    window["parts"][k] = window["parts"].get(k, 0.0) + float(losses.mean(k).detach())
+                window.seconds += elapsed
+                window.examples += len(examples)
+                window.tokens_seen += sum(e.length for e in examples)
                 train_seconds += elapsed
                 train_examples += len(examples)
-                if not self.accelerator.sync_gradients:
-                    continue
-                self.position.step += 1
+                if step - first_step in PLAN_PROBE:
+                    probe[step - first_step] = time.perf_counter()
+                if not self.planned and step - first_step == PLAN_PROBE[1]:
+                    self._plan(step, (probe[PLAN_PROBE[1]] - probe[PLAN_PROBE[0]]) / (PLAN_PROBE[1] - PLAN_PROBE[0]),
+                               time.perf_counter() - started)
+                    bar.total = self.total_steps
                 bar.update(1)
-                step = self.position.step
                 if step % c.log_every == 0 or step == self.total_steps:
-                    row = {"kind": "train", "step": step, "epoch": self.position.epoch,
-                           "loss": window["loss"] / window["n"], "lr": self.scheduler.get_last_lr()[0],
-                           "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                           "examples_per_second": window["examples"] * self.accelerator.num_processes / window["seconds"],
-                           "tokens_per_second": window["tokens"] * self.accelerator.num_processes / window["seconds"]}
-                    row.update({k: v / window["n"] for k, v in window["parts"].items()})
+                    window.seconds += _drain(self.accelerator.device)  # the queued work is part of the window's time
+                    row = window.row(step, self.position.epoch, self.scheduler.get_last_lr()[0], grad_norm,
+                                     self.weights, self.accelerator)
                     self.log(row)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_second']:.0f}")
-                    window = {"examples": 0, "tokens": 0, "seconds": 0.0, "loss": 0.0, "parts": {}, "n": 0}
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=f"{row['examples_per_second']:.0f}")
+                    window = _Window(self.accelerator.device)
                 if step == c.profile_steps and timer.seconds:
                     total = sum(timer.seconds.values())
                     self.log({"kind": "profile", "step": step, "steps": c.profile_steps,
@@ -328,18 +391,16 @@ class Trainer:
                 if out_of_time or step == stop_at_step:
                     paused = self.position.step < self.total_steps
                     break
-            if paused:
-                break
-            if self.position.micro >= len(batches):
+            if self.position.batch >= len(batches):
                 self.position.epoch += 1
-                self.position.micro = 0
+                self.position.batch = 0
         bar.close()
         self.save_checkpoint()
         summary = {"status": "paused" if paused else "finished", "step": self.position.step,
                    "method": c.method, "trainable_parameters": self.trainable_parameters,
                    "total_steps": self.total_steps, "train_seconds_this_call": round(train_seconds, 1),
-                   "examples_per_second": round(train_examples * self.accelerator.num_processes / train_seconds, 2)
-                   if train_seconds else None}
+                   "examples_per_second": round(train_examples / train_seconds, 2) if train_seconds else None,
+                   "processes": self.world, "data_seconds_this_call": round(self.data_seconds, 2)}
         if self.backbone.device.type == "cuda":
             summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(self.backbone.device) / 2**30, 2)
         if not paused and self.is_main:
@@ -348,6 +409,31 @@ class Trainer:
             plot_run(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png", title=f"{self.run_dir.name} ({c.phase})")
             self.log({"kind": "summary", **summary})
         return summary
+
+    def _step(self, examples: list[Example], window: "_Window", timer: Timer) -> torch.Tensor:
+        """One optimizer step over a global batch; returns the gradient norm (a device tensor)."""
+        c = self.config
+        timer.enabled = self.position.step < c.profile_steps
+        # Each process's loss is normalised by the global token counts times the number of
+        # processes: data parallelism then averages gradients into the exact global-batch mean.
+        denominators = {k: v / self.world for k, v in self._global_token_counts(examples).items()}
+        micro = self._micro_batches(examples)
+        for index, chunk in enumerate(micro):
+            last = index == len(micro) - 1
+            with nullcontext() if last else self.accelerator.no_sync(self.encoder):
+                losses = batch_losses(self.backbone, self.encoder, chunk, self.weights, self.marker, c.ae_tokens, timer)
+                window.add(losses)
+                losses.tokens = denominators
+                self.accelerator.backward(combined_loss(losses, self.weights))
+            timer.mark("decoder_backward", self.backbone.device)
+        if self.marker is not None and self.world > 1:
+            self.marker.vector.grad = self.accelerator.reduce(self.marker.vector.grad, reduction="mean")
+        grad_norm = self.accelerator.clip_grad_norm_(self.encoder.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        timer.mark("update", self.backbone.device)
+        return grad_norm
 
     def _validate_and_select(self, step: int) -> None:
         row = self.validate()
@@ -358,3 +444,42 @@ class Trainer:
             if self.is_main:
                 self.unwrapped.save_pretrained(self.run_dir / "best")
                 (self.run_dir / "best" / "selection.json").write_text(json.dumps({"step": step, **row}, indent=2) + "\n")
+
+
+def _drain(device: torch.device) -> float:
+    """Wait for the device's queued work; return the seconds waited."""
+    if device.type != "cuda":
+        return 0.0
+    start = time.perf_counter()
+    torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+class _Window:
+    """Loss sums and token counts since the last log, kept on the device until a log reads them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.tokens: dict[str, float] = {}
+        self.examples, self.tokens_seen, self.seconds = 0, 0, 0.0
+
+    def add(self, losses) -> None:
+        for k, v in losses.sums.items():
+            self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v.detach().float()
+            self.tokens[k] = self.tokens.get(k, 0.0) + float(losses.tokens[k])
+
+    def row(self, step: int, epoch: int, lr: float, grad_norm: torch.Tensor, weights: LossWeights, accelerator) -> dict:
+        """The logged row; the one place a step waits for the device (and, on several processes, reduces)."""
+        keys = sorted(self.sums)
+        totals = torch.stack([torch.stack([self.sums[k], torch.tensor(self.tokens[k], device=self.device)]) for k in keys])
+        if accelerator.num_processes > 1:
+            totals = accelerator.reduce(totals, reduction="sum")
+        means = {k: float(totals[i, 0] / totals[i, 1].clamp_min(1)) for i, k in enumerate(keys)}
+        loss = sum(getattr(weights, k) * v for k, v in means.items())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} by step {step}")
+        processes = accelerator.num_processes
+        return {"kind": "train", "step": step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                **means, "examples_per_second": self.examples / self.seconds,
+                "tokens_per_second": self.tokens_seen / self.seconds, "processes": processes}

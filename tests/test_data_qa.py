@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from comprexit.errors import DataError
-from comprexit.evaluation.data import (
+from comprexit.data.qa import (
     QADataset,
     QAExample,
     keep_tail,

@@ -1,4 +1,4 @@
-"""QA data loading: MRQA JSON lines, SQuAD JSON and Hugging Face datasets.
+"""QA data: MRQA JSON lines, SQuAD JSON and Hugging Face datasets, for training and evaluation alike.
 
 Every loader returns a `QADataset` of `QAExample`s (one per question, with all of its gold
 answers). Bad input raises `DataError` with a one-line message that names the file and the
@@ -9,18 +9,16 @@ asked to skip malformed entries instead; the number skipped is always reported i
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from .files import FileFormat, file_format, json_lines, read_text
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _MRQA_SUFFIXES = (".jsonl.gz", ".jsonl", ".gz")
 _SQUAD_SUFFIXES = (".json.gz", ".json")
 
@@ -63,28 +61,6 @@ class _Malformed(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _read_text(path: Path) -> str:
-    """Whole file as text, gunzipped if it starts with the gzip magic bytes (names can lie)."""
-    if not path.exists():
-        raise DataError(f"no such file: {path}")
-    if not path.is_file():
-        raise DataError(f"not a file: {path}")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if raw.startswith(_GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt gzip data ({exc})") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from exc
-    return text.removeprefix("\ufeff")
 
 
 def _name_from_path(path: Path, suffixes: tuple[str, ...]) -> str:
@@ -193,15 +169,12 @@ def load_mrqa(path: str | Path, *, skip_malformed: bool = False, name: str | Non
     `skipped_lines`. A file with no questions at all is an error either way.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     dataset = _name_from_path(path, _MRQA_SUFFIXES)
     examples: list[QAExample] = []
     skipped = 0
     first_record = True
-    for line_no, line in enumerate(text.split("\n"), start=1):
-        # Split on "\n" only: str.splitlines() would also break on U+2028 inside JSON strings.
-        if not line.strip():
-            continue
+    for line_no, line in json_lines(text):
         try:
             try:
                 record = json.loads(line)
@@ -268,7 +241,7 @@ def load_squad_json(
     counted in `skipped_lines` too. Questions without an ``id`` get their location as id.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -387,7 +360,7 @@ def load_qa(spec: str, *, skip_malformed: bool = False) -> QADataset:
     """Load QA data from a command-line style spec.
 
     * an existing ``*.json`` (or ``*.json.gz``) file: SQuAD JSON (`load_squad_json`);
-    * any other existing file: MRQA JSON lines (`load_mrqa`);
+    * any other existing file: MRQA JSON lines (`load_mrqa`; `data.files` says why by suffix);
     * ``hf:NAME`` or ``hf:NAME:SPLIT``: a Hugging Face dataset (`load_hf_dataset`).
     """
     if spec.startswith("hf:"):
@@ -397,7 +370,7 @@ def load_qa(spec: str, *, skip_malformed: bool = False) -> QADataset:
         return load_hf_dataset(name, split or "validation")
     path = Path(spec)
     if path.is_file():
-        if path.name.lower().endswith(_SQUAD_SUFFIXES):
+        if file_format(path) is FileFormat.JSON:
             return load_squad_json(path, skip_malformed=skip_malformed)
         return load_mrqa(path, skip_malformed=skip_malformed)
     raise DataError(f"no such file: {spec}; use hf:NAME for a Hugging Face dataset")

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Issue "Quality at scale": the 4x compressor trained on the large corpora over several GPUs, on the
+# accelerator machine (`device` tool, kind nvidia-h100-x4). One step per call, back to back:
+#
+#   ../shared/device/prepare (PIECE_MB=40)          here, once: the staging pieces .device/s1..sN
+#   git archive 66215f8 src | tar -x -C .device/old  here, once: the code of the shipped run, for "before"
+#   calls 1..N-1:  mkdir -p /root/stage && cp .device/sK/* /root/stage/
+#   call N (carry .device/sN and .device/old):
+#     cp .device/sN/* /root/stage/ && cp -r .device/old /root/stage/ && COMPREXIT_COMMIT=<sha> bash scripts/device/scale.sh setup throughput
+#   then:  COMPREXIT_COMMIT=<sha> bash scripts/device/scale.sh ntp
+#          COMPREXIT_COMMIT=<sha> bash scripts/device/scale.sh sft
+#          COMPREXIT_COMMIT=<sha> bash scripts/device/scale.sh eval
+#
+# Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
+# so results survive the machine. Training phases plan their schedule to end on time
+# (--plan-minutes) and pause with a checkpoint if they must (--max-minutes); a step that finds its
+# run paused resumes it.
+# A CPU dry run (small copies of the data files in $STAGE/data, the old code in $STAGE/old):
+#   STAGE=/tmp/drystage NPROC=2 DRY="--max-steps 2 --batch-size 2 --global-batch-size 4 ..." DRY_OLD="..." \
+#     COMPREXIT_COMMIT=dry bash scripts/device/scale.sh throughput ntp sft eval
+set -euo pipefail
+: "${COMPREXIT_COMMIT:?set COMPREXIT_COMMIT=<sha of the carried tree>: the device copy has no .git of its own}"
+export COMPREXIT_COMMIT
+STAGE=${STAGE:-/root/stage}
+RUNS=$STAGE/runs
+DATA=$STAGE/data
+export PYTHONPATH=/root/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+export COMPREXIT_CACHE=$STAGE/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+OUT=${OUT:-$STAGE/out}
+NPROC=${NPROC:-4}
+NTP_MINUTES=${NTP_MINUTES:-5}
+SFT_MINUTES=${SFT_MINUTES:-7}
+CX="python3 -m comprexit"
+read -r -a DRY <<< "${DRY:-}"          # a dry run's shrinking options for the new code
+read -r -a DRY_OLD <<< "${DRY_OLD:-}"  # and for the code of 66215f8 (no --global-batch-size there)
+mkdir -p "$RUNS" "$OUT"
+
+WIKI=$DATA/ntp_wikipedia.jsonl.gz
+DEBIAN=$DATA/ntp_debian_docs.jsonl.gz
+QA_TRAIN="$DATA/squad_v11_train.jsonl.gz $DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
+QA_WEIGHTS="0.75 0.1 0.15"  # keep NQ-style questions at 15% of the steps (2% in proportion to size)
+EVAL_FILES="$DATA/squad_eval.jsonl.gz $DATA/nq_eval.jsonl.gz $DATA/drop_ood.jsonl.gz $DATA/relext_ood.jsonl.gz"
+SHIPPED=$PWD/src/comprexit/weights/gemma-3-270m-4x
+
+launch() {  # launch PROCESSES PORT ARGS...: `comprexit ARGS` data parallel over PROCESSES (torchrun)
+  local n=$1 port=$2; shift 2
+  if [ "$n" = 1 ]; then $CX "$@"; else
+    python3 -m torch.distributed.run --nproc_per_node "$n" --master_port "$port" -m comprexit "$@"; fi
+}
+
+logged() {  # logged LOG COMMAND...: the full log to a file, its last lines to the reply
+  local log=$1; shift
+  mkdir -p "$(dirname "$log")"
+  "$@" > "$log" 2>&1 || echo "FAILED ($?): $*"
+  { grep -v "it/s\]\|s/it\]" "$log" || true; } | tail -3
+}
+
+pack() {  # pack NAME PATH...: one archive per step ($OUT keeps at most 8 files of 16 MiB)
+  local name=$1; shift
+  tar -czf "$OUT/$name.tgz" --exclude=checkpoints -C "$RUNS" "$@" 2>/dev/null || true
+  ls -la "$OUT/$name.tgz"
+}
+
+step_setup() {
+  if [ ! -d /root/site/transformers ]; then
+    (cd "$STAGE" && cat piece.* | tar -xf -)
+    python3 -m pip install -q --no-index --no-deps --target /root/site "$STAGE"/wheels/*.whl
+  fi
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'gpus', torch.cuda.device_count())"
+  # converts the bundled GGUF once into the cache (every later process reads the dense copy)
+  python3 -c "from comprexit import Backbone; b = Backbone.load(); print(b.identity.describe(), b.device)"
+  # the token caches of the two corpora, timed (every training process then memory-maps them)
+  python3 - "$WIKI" "$DEBIAN" > "$RUNS/token_cache.json" <<'EOF'
+import json, sys, time
+from comprexit import Backbone
+from comprexit.data.token_cache import tokenized_corpus
+tokenizer = Backbone.load(device="cpu").tokenizer
+rows = []
+for path in sys.argv[1:]:
+    start = time.perf_counter()
+    corpus = tokenized_corpus(path, tokenizer, show_progress=False)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    tokenized_corpus(path, tokenizer, show_progress=False)
+    rows.append({"file": path.rsplit("/", 1)[-1], "documents": len(corpus), "tokens": int(corpus.offsets[-1]),
+                 "build_seconds": round(built, 2), "open_seconds": round(time.perf_counter() - start, 3)})
+print(json.dumps({"kind": "token_cache", "rows": rows}, indent=2))
+EOF
+  cat "$RUNS/token_cache.json"
+}
+
+# Before / after, at the same objective (the shipped SFT recipe's: CE + 0.5 KL, from the shipped
+# weights, squad_train + nq_train): the code of 66215f8 at batch 32 on one GPU, beside the new
+# code at a global batch of 256 (64 per pass) on 1 and 2 GPUs; then on 4 GPUs alone.
+step_throughput() {
+  local common=(--init "$SHIPPED" --data $DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz --kl-weight 0.5
+                --eval-every 100000 --save-every 100000 --log-every 4 --val-questions 16 --val-examples 64)
+  ( CUDA_VISIBLE_DEVICES=0 PYTHONPATH=/root/site:$STAGE/old/src logged $RUNS/speed/before_1gpu.log \
+      $CX train sft --preset extended --batch-size 32 --max-steps 160 --profile-steps 20 "${common[@]}" \
+      --output-dir $RUNS/speed/before_1gpu "${DRY_OLD[@]}" ) &
+  sleep 2
+  ( CUDA_VISIBLE_DEVICES=1 logged $RUNS/speed/after_1gpu.log $CX train sft --preset scale --max-steps 28 \
+      --profile-steps 8 "${common[@]}" --output-dir $RUNS/speed/after_1gpu "${DRY[@]}" ) &
+  sleep 2
+  ( CUDA_VISIBLE_DEVICES=2,3 logged $RUNS/speed/after_2gpu.log launch 2 29601 train sft --preset scale --max-steps 40 \
+      "${common[@]}" --output-dir $RUNS/speed/after_2gpu "${DRY[@]}" ) &
+  wait
+  logged $RUNS/speed/after_4gpu.log launch "$NPROC" 29602 train sft --preset scale --max-steps 64 "${common[@]}" \
+    --output-dir $RUNS/speed/after_4gpu "${DRY[@]}"
+  $CX summarize $RUNS/speed/before_1gpu $RUNS/speed/after_1gpu $RUNS/speed/after_2gpu $RUNS/speed/after_4gpu \
+    --title "SFT throughput, shipped objective: code of 66215f8 at batch 32 vs the scale recipe on 1/2/4 GPUs" \
+    --throughput -o $RUNS/speed/summary.json | tail -12
+  pack throughput speed token_cache.json
+}
+
+phase() {  # phase DIR ARGS...: train into DIR (data parallel), resuming it if an earlier call paused it
+  local dir=$1; shift
+  [ -d "$dir/final" ] && { echo "$dir is finished"; return 0; }
+  local resume=(); [ -d "$dir/checkpoints" ] && resume=(--resume)
+  logged "$dir.log" launch "$NPROC" 29610 train "$@" --output-dir "$dir" "${resume[@]}" "${DRY[@]}"
+}
+
+step_ntp() {  # NTP over Wikipedia + the Debian docs + the QA train contexts, planned to NTP_MINUTES
+  phase $RUNS/ntp ntp --preset scale --data $WIKI $DEBIAN --extra-ntp $QA_TRAIN --max-steps 100000 \
+    --plan-minutes "$NTP_MINUTES" --max-minutes "$(( NTP_MINUTES + 1 ))" --log-every 10
+  pack ntp ntp/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} ntp.log
+}
+
+step_sft() {  # SFT over all QA train files (NQ-style kept at 15%), from the NTP run's best weights
+  phase $RUNS/sft sft --preset scale --init $RUNS/ntp/best --data $QA_TRAIN --data-weights $QA_WEIGHTS \
+    --max-steps 100000 --plan-minutes "$SFT_MINUTES" --max-minutes "$(( SFT_MINUTES + 1 ))" --eval-every 250 --log-every 10
+  pack sft sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} sft.log
+}
+
+step_eval() {  # the selected SFT weights on the four eval files, first 1000 questions each
+  logged $RUNS/eval.log $CX eval --method comprexit --weights $RUNS/sft/best --data $EVAL_FILES \
+    --limit "${EVAL_LIMIT:-1000}" --batch-size 64 --no-progress --label "ComprExIT (scale recipe)" \
+    --output $RUNS/eval/comprexit_scale.json
+  cat $RUNS/eval/comprexit_scale.md 2>/dev/null | tail -8 || true
+  pack eval eval eval.log
+}
+
+for step in "$@"; do
+  echo "=== $step $(date -u +%H:%M:%S)"
+  "step_$step"
+done
+echo "=== done $(date -u +%H:%M:%S)"
