@@ -90,3 +90,20 @@ def test_a_run_checkpointed_on_one_process_resumes_on_two(tmp_path):
     assert difference / size < 1e-4, float(difference / size)
     rows = [json.loads(line) for line in (tmp_path / "moved" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4, 3, 4]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_processes_agree_on_a_planned_schedule(tmp_path):
+    """Each process times its own first steps; the plan must still be one step count for all, or the
+    last step's validation waits forever for a process that stopped earlier (seen on 4 H100s)."""
+    backbone = save_tiny_backbone("llama", tmp_path / "backbone")
+    rng = random.Random(2)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(40))}) + "\n" for _ in range(80)))
+    command = [*train_command(backbone, corpus, tmp_path / "planned", 4), "--max-steps", "400", "--plan-minutes", "0.3"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535"]
+    planned = subprocess.run([*torchrun, "-m", "comprexit", *command], capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "planned" / "metrics.jsonl").read_text().splitlines()]
+    plan = next(r for r in rows if r["kind"] == "plan")
+    assert [r["step"] for r in rows if r["kind"] == "summary"] == [plan["total_steps"]]

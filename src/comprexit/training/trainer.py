@@ -179,8 +179,12 @@ class Trainer:
     def _plan(self, step: int, seconds_per_step: float, elapsed: float) -> None:
         """Fix the step count so that training ends `plan_minutes` after it started, at the measured speed.
 
-        Validations and checkpoints also take time: PLAN_SHARE of the budget goes to steps.
+        Validations and checkpoints also take time: PLAN_SHARE of the budget goes to steps. On
+        several processes the slowest one's speed plans for all.
         """
+        if self.world > 1:  # every process must plan the same step count, or their collectives fall out of step
+            measured = torch.tensor([seconds_per_step, elapsed], device=self.accelerator.device)
+            seconds_per_step, elapsed = self.accelerator.reduce(measured, reduction="max").tolist()
         left = self.config.plan_minutes * 60 - elapsed
         self.total_steps = max(step + 1, step + int(left * PLAN_SHARE / seconds_per_step))
         self.scheduler = self._schedule(self.total_steps, done=step)
