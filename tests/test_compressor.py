@@ -148,7 +148,7 @@ def test_untrained_embedding_skip_emits_plan_weighted_token_embeddings():
     hidden, mask = inputs(batch=1, tokens=32, lengths=[32])
     out = model(hidden, mask)
     anchors, _ = model.depth(hidden, mask)
-    _, _, plan, _ = model.width(anchors, mask)
+    plan = model.width(anchors, mask).plan
     expected = plan[0, 0].T @ hidden[0, :, 0] * model.config.slots_per_window
     torch.testing.assert_close(out.slots[0], expected, rtol=1e-4, atol=1e-4)
     assert model.projector.net[2].weight.abs().sum() == 0

@@ -19,7 +19,29 @@ from .saving import CONFIG_FILE, WEIGHTS_FILE, load_state_into, read_folder_conf
 if TYPE_CHECKING:
     from .backbone import Backbone, EncodedContexts
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "ComprExIT", "Slots"]
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "ComprExIT", "Diagnostics", "Slots"]
+
+
+@dataclass
+class Diagnostics:
+    """Where each slot's content came from: the tensors the forward pass computed on its way.
+
+    They are the very tensors the slots were made from (not a second computation), so they
+    explain exactly these slots. `comprexit explain` draws them.
+
+    states: index of each hidden state mixed, in the order of `layer_weights`' last axis
+        (0 is the embedding output, l the output of layer l).
+    layer_weights: (batch, tokens, states) a_t^l of depth-wise transmission; 0 on padding.
+    capacity: (batch, windows, W) sender capacity rho_t; each window sums to 1 over its real tokens.
+    plan: (batch, windows, W, K) float32 transport plan; token rows sum to rho, the columns of the
+        window's K' non-empty slots to 1/K' (empty slots: 0). Slot k of window w is column k,
+        i.e. slot w*K + k of `Slots.mask`'s axis.
+    """
+
+    states: list[int]
+    layer_weights: torch.Tensor
+    capacity: torch.Tensor
+    plan: torch.Tensor
 
 
 @dataclass
@@ -28,10 +50,12 @@ class Slots:
 
     slots: (batch, slots, hidden) float32 vectors in the decoder's input-embedding space.
     mask: (batch, slots) bool, False on empty slots (fields that hold only padding).
+    diagnostics: the internals behind the slots, when the forward pass was asked for them.
     """
 
     slots: torch.Tensor
     mask: torch.Tensor
+    diagnostics: Diagnostics | None = None
 
 
 class ComprExIT(nn.Module):
@@ -80,24 +104,31 @@ class ComprExIT(nn.Module):
         return cls(config, backbone.identity, backbone.embedding_rms()).to(backbone.device)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> Slots:
-        """hidden_states: (batch, tokens, L+1, hidden), mask: (batch, tokens) bool -> Slots."""
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor, *, diagnostics: bool = False) -> Slots:
+        """hidden_states: (batch, tokens, L+1, hidden), mask: (batch, tokens) bool -> Slots.
+
+        With `diagnostics`, the returned Slots also carry the layer weights, sender capacities
+        and transport plans computed on the way; the slots are the same bits either way.
+        """
         # hidden state 0 is what the decoder reads as input embeddings (Gemma: already scaled by sqrt(H))
         token_embeddings = hidden_states[:, :, 0] if self.config.embedding_skip else None
         if self.state_indices != list(range(hidden_states.shape[2])):
             hidden_states = hidden_states[:, :, self.state_indices]
         if not _autocast_on(hidden_states.device):
             hidden_states = hidden_states.to(self.projector.net[0].weight.dtype)
-        anchors, _ = self.depth(hidden_states, mask)
-        slots, slot_mask, _, pooled_embeddings = self.width(anchors, mask, passengers=token_embeddings)
-        slots = self.projector(slots)
-        if pooled_embeddings is not None:
-            slots = slots + pooled_embeddings
-        slots = self.slot_scale(slots) * slot_mask.unsqueeze(-1)
-        return Slots(slots=slots, mask=slot_mask)
+        anchors, layer_weights = self.depth(hidden_states, mask)
+        width = self.width(anchors, mask, passengers=token_embeddings)
+        slots = self.projector(width.slots)
+        if width.carried is not None:
+            slots = slots + width.carried
+        slots = self.slot_scale(slots) * width.slot_mask.unsqueeze(-1)
+        if not diagnostics:
+            return Slots(slots=slots, mask=width.slot_mask)
+        found = Diagnostics(list(self.state_indices), layer_weights, width.capacity, width.plan)
+        return Slots(slots=slots, mask=width.slot_mask, diagnostics=found)
 
-    def compress(self, encoded: "EncodedContexts") -> Slots:
-        return self(encoded.hidden_states, encoded.mask)
+    def compress(self, encoded: "EncodedContexts", *, diagnostics: bool = False) -> Slots:
+        return self(encoded.hidden_states, encoded.mask, diagnostics=diagnostics)
 
     def num_slots(self, tokens: int) -> int:
         """Non-empty slots for a context of `tokens` tokens: ceil(T / r) when r divides W."""

@@ -39,10 +39,10 @@ def compressor_breakdown(backbone: Backbone, compressor: ComprExIT, contexts: li
         with timer.section("depth_mixing"):
             anchors, _ = compressor.depth(hidden, encoded.mask)
         with timer.module(compressor.width.allocation, "sinkhorn"), timer.section("width_total"):
-            slots, _, _, pooled = compressor.width(anchors, encoded.mask, passengers=token_embeddings)
+            width = compressor.width(anchors, encoded.mask, passengers=token_embeddings)
         with timer.section("projector"):
-            projected = compressor.projector(slots)
-            compressor.slot_scale(projected if pooled is None else projected + pooled)
+            projected = compressor.projector(width.slots)
+            compressor.slot_scale(projected if width.carried is None else projected + width.carried)
     parts = dict(timer.seconds)
     parts["width_other"] = parts.pop("width_total") - parts.get("sinkhorn", 0.0)
     return parts

@@ -4,7 +4,7 @@ from .allocation import Allocation, AttentionAllocation, TransportAllocation, ma
 from .depth import DepthTransmission
 from .projector import Projector, SlotScale
 from .sinkhorn import log_sinkhorn
-from .width import WidthTransmission
+from .width import WidthOutput, WidthTransmission
 
 __all__ = [
     "Allocation",
@@ -13,6 +13,7 @@ __all__ = [
     "Projector",
     "SlotScale",
     "TransportAllocation",
+    "WidthOutput",
     "WidthTransmission",
     "log_sinkhorn",
     "make_allocation",

@@ -8,11 +8,28 @@ transport by default) decides which token feeds which slot.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .allocation import Allocation
+
+
+class WidthOutput(NamedTuple):
+    """What width-wise transmission produces; `plan` and `capacity` are its internals, kept for diagnostics.
+
+    slots: (batch, slots, hidden) float32, slot_mask: (batch, slots) bool,
+    plan: (batch, windows, W, K) float32, capacity: (batch, windows, W) float32 (rho, each window summing
+    to 1 over its real tokens), carried: (batch, slots, any) passengers moved by the plan, or None.
+    """
+
+    slots: torch.Tensor
+    slot_mask: torch.Tensor
+    plan: torch.Tensor
+    capacity: torch.Tensor
+    carried: torch.Tensor | None
 
 
 class WidthTransmission(nn.Module):
@@ -63,12 +80,10 @@ class WidthTransmission(nn.Module):
 
     def forward(
         self, anchors: torch.Tensor, mask: torch.Tensor, passengers: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """anchors: (batch, tokens, hidden), mask: (batch, tokens) bool.
+    ) -> WidthOutput:
+        """anchors: (batch, tokens, hidden), mask: (batch, tokens) bool -> WidthOutput.
 
-        Returns slots (batch, slots, hidden) float32, slot_mask (batch, slots) bool, the plan
-        (batch, windows, W, K) float32, and `passengers` (batch, tokens, any) moved into the
-        slots by the same plan (None when not given).
+        `passengers` (batch, tokens, any), when given, are moved into the slots by the same plan.
         """
         batch, tokens, hidden = anchors.shape
         windows = -(-tokens // self.window)
@@ -101,9 +116,10 @@ class WidthTransmission(nn.Module):
         carried = None
         if passengers is not None:
             carried = move(F.pad(passengers, (0, 0, 0, pad)).reshape(batch * windows, self.window, -1))
-        return (
-            slots,
-            slot_valid.reshape(batch, windows * self.slots_per_window),
-            plan.reshape(batch, windows, self.window, self.slots_per_window),
-            carried,
+        return WidthOutput(
+            slots=slots,
+            slot_mask=slot_valid.reshape(batch, windows * self.slots_per_window),
+            plan=plan.reshape(batch, windows, self.window, self.slots_per_window),
+            capacity=row_mass.reshape(batch, windows, self.window),
+            carried=carried,
         )
