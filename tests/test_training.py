@@ -237,7 +237,7 @@ def test_a_planned_run_sets_its_steps_from_its_speed_and_ends_decayed(tmp_path, 
     summary = Trainer(cfg, backbone=backbone).train()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     plan = [r for r in rows if r["kind"] == "plan"]
-    assert len(plan) == 1 and plan[0]["step"] == 13 and 13 < plan[0]["total_steps"] < 1000
+    assert len(plan) == 1 and plan[0]["step"] == 25 and 25 < plan[0]["total_steps"] < 1000
     assert summary["status"] == "finished" and summary["step"] == plan[0]["total_steps"]
     train = [r for r in rows if r["kind"] == "train"]
     assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule decays to zero at the planned end

@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
         "--data", nargs="+", metavar="FILE", help="MRQA .jsonl(.gz), SQuAD .json, or hf:NAME[:SPLIT]"
     )
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each file")
+    parser.add_argument("--held-out", type=int, default=None, metavar="PERMILLE",
+                        help="score only the questions whose contexts `comprexit train` holds out of these TRAIN files "
+                        "at this --validation-permille (30 by default there): model selection without eval files")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--context-budget", type=int, default=512, help="context tokens kept (the tail)")
     parser.add_argument("--max-new-tokens", type=int, default=20)
@@ -45,6 +48,19 @@ def dataset_key(spec: str) -> str:
     return re.sub(r"(\.jsonl|\.json)?(\.gz)?$", "", Path(spec).name)
 
 
+def held_out_part(dataset, permille: int):
+    """The questions of a train file whose contexts training holds out (the same hash as `comprexit train`)."""
+    from dataclasses import replace
+
+    from ..data.token_cache import is_held_out
+    from ..errors import InputError
+
+    kept = [qa for qa in dataset if is_held_out(qa.context, permille)]
+    if not kept:
+        raise InputError(f"{dataset.source}: no context is held out at {permille} per mille")
+    return replace(dataset, examples=kept, source=f"{dataset.source} (held out at {permille} per mille)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..backbone import Backbone
     from ..errors import InputError
@@ -60,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--data needs at least one QA file")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
+    if args.held_out is not None and not 0 < args.held_out < 1000:
+        raise InputError(f"--held-out must be a per-mille value in 1..999, got {args.held_out}")
     settings = EvalSettings(
         context_budget=args.context_budget, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         **({"template": args.template} if args.template else {}),
@@ -67,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     datasets = {}
     for spec in args.data:
         dataset = load_qa(spec, skip_malformed=args.skip_malformed)
-        datasets[dataset_key(spec)] = dataset.limit(args.limit) if args.limit else dataset
+        key = dataset_key(spec)
+        if args.held_out is not None:
+            dataset, key = held_out_part(dataset, args.held_out), f"{key}_held_out"
+        datasets[key] = dataset.limit(args.limit) if args.limit else dataset
     if args.method not in available_methods():
         create_method(args.method, None)  # raises the "unknown method" error listing the known ones
     backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype)

@@ -29,10 +29,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.report import comparison_table, load_results
+    from ..evaluation.report import comparison_table, load_results, merge_by_label
 
     runs = [load_results(path) for path in args.results]
     _relabel(runs, args.results, args.relabel)
+    runs = merge_by_label(runs)
     rows = _paper_rows(runs, args) if args.layout == "paper" else None
     if rows is not None:
         from ..evaluation.layout import paper_layout

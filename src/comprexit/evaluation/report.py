@@ -85,6 +85,33 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return results
 
 
+def merge_by_label(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per label: files of one evaluation split by dataset (e.g. one GPU per file) become one run.
+
+    Runs sharing a label must share the method, its settings and the backbone, and cover
+    different datasets; the merged average is recomputed over all of them.
+    """
+    from .metrics import average_over_datasets
+
+    merged: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        label = run_label(run)
+        if label not in merged:
+            merged[label] = {**run, "datasets": dict(run["datasets"])}
+            continue
+        into = merged[label]
+        for part in ("method", "settings", "backbone"):
+            if into.get(part) != run.get(part):
+                raise InputError(f"results labelled {label!r} differ in their {part}: relabel one of them")
+        shared = sorted(set(into["datasets"]) & set(run["datasets"]))
+        if shared:
+            raise InputError(f"results labelled {label!r} both hold {', '.join(shared)}: relabel one of them")
+        into["datasets"].update(run["datasets"])
+        into["average"] = average_over_datasets(into["datasets"])
+        into["wall_seconds"] = (into.get("wall_seconds") or 0) + (run.get("wall_seconds") or 0)
+    return list(merged.values())
+
+
 def run_label(results: dict[str, Any]) -> str:
     return results.get("label") or results["method"].get("method", "?")
 

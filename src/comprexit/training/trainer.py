@@ -49,7 +49,7 @@ from .plots import plot_run
 # With plan_minutes, the speed between these two steps (counted from the run's start, after the
 # first steps' warm-up and before any validation) sets the step count, and this share of the
 # time budget is planned for steps (the rest: validations, checkpoints).
-PLAN_PROBE = (3, 13)
+PLAN_PROBE = (5, 25)
 PLAN_SHARE = 0.9
 
 
@@ -368,7 +368,8 @@ class Trainer:
                 window.tokens_seen += sum(e.length for e in examples)
                 train_seconds += elapsed
                 train_examples += len(examples)
-                if step - first_step in PLAN_PROBE:
+                if not self.planned and step - first_step in PLAN_PROBE:
+                    _drain(self.accelerator.device)  # time the device's work, not how fast the host queues it
                     probe[step - first_step] = time.perf_counter()
                 if not self.planned and step - first_step == PLAN_PROBE[1]:
                     self._plan(step, (probe[PLAN_PROBE[1]] - probe[PLAN_PROBE[0]]) / (PLAN_PROBE[1] - PLAN_PROBE[0]),
