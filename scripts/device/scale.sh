@@ -11,6 +11,11 @@
 #          COMPREXIT_COMMIT=<sha> bash scripts/device/scale.sh sft
 #          COMPREXIT_COMMIT=<sha> bash scripts/device/scale.sh eval
 #
+# Measured on 4 H100s (2026-11-27, results/training/2026-11-27-h100x4-scale): staging 10 pieces of 36 MB,
+# ~5 s a call; setup 2 min (GGUF conversion, the corpora's token caches in 18 s); throughput 2 min;
+# a training call = ~1 min of loading (the main process loads first, then the others) + its
+# --plan-minutes + a minute; evaluating four files on four GPUs, 31 s. Plan NTP_MINUTES + SFT_MINUTES
+# to leave ~8 minutes of the lease for staging, setup and evaluation.
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
 # (--plan-minutes) and pause with a checkpoint if they must (--max-minutes); a step that finds its
@@ -56,8 +61,10 @@ logged() {  # logged LOG COMMAND...: the full log to a file, its last lines to t
 }
 
 pack() {  # pack NAME PATH...: one archive per step ($OUT keeps at most 8 files of 16 MiB)
+  # PACK_WEIGHTS=0 leaves weights behind (the throughput runs' 8 MB folders made a 64 MB archive)
   local name=$1; shift
-  tar -czf "$OUT/$name.tgz" --exclude=checkpoints -C "$RUNS" "$@" 2>/dev/null || true
+  local skip=(--exclude=checkpoints); [ "${PACK_WEIGHTS:-1}" = 0 ] && skip+=(--exclude='*.safetensors')
+  tar -czf "$OUT/$name.tgz" "${skip[@]}" -C "$RUNS" "$@" 2>/dev/null || true
   ls -la "$OUT/$name.tgz"
 }
 
@@ -111,7 +118,7 @@ step_throughput() {
   $CX summarize $RUNS/speed/before_1gpu $RUNS/speed/after_1gpu $RUNS/speed/after_2gpu $RUNS/speed/after_4gpu \
     --title "SFT throughput, shipped objective: code of 66215f8 at batch 32 vs the scale recipe on 1/2/4 GPUs" \
     --throughput -o $RUNS/speed/summary.json | tail -12
-  pack throughput speed token_cache.json
+  PACK_WEIGHTS=0 pack throughput speed token_cache.json
 }
 
 phase() {  # phase DIR ARGS...: train into DIR (data parallel), resuming it if an earlier call paused it
@@ -133,12 +140,18 @@ step_sft() {  # SFT over all QA train files (NQ-style kept at 15%), from the NTP
   pack sft sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} sft.log
 }
 
-step_eval() {  # the selected SFT weights on the four eval files, first 1000 questions each
-  logged $RUNS/eval.log $CX eval --method comprexit --weights $RUNS/sft/best --data $EVAL_FILES \
-    --limit "${EVAL_LIMIT:-1000}" --batch-size 64 --no-progress --label "ComprExIT (scale recipe)" \
-    --output $RUNS/eval/comprexit_scale.json
-  cat $RUNS/eval/comprexit_scale.md 2>/dev/null | tail -8 || true
-  pack eval eval eval.log
+step_eval() {  # the selected SFT weights on the four eval files (first 1000 questions each), one GPU per file
+  local gpu=0
+  for file in $EVAL_FILES; do
+    local name; name=$(basename "$file" .jsonl.gz)
+    CUDA_VISIBLE_DEVICES=$(( gpu % NPROC )) logged $RUNS/eval_$name.log $CX eval --method comprexit \
+      --weights $RUNS/sft/best --data "$file" --limit "${EVAL_LIMIT:-1000}" --batch-size 64 --no-progress \
+      --label "ComprExIT (scale recipe)" --output $RUNS/eval/scale_$name.json &
+    gpu=$(( gpu + 1 ))
+  done
+  wait
+  $CX table $RUNS/eval/scale_*.json -o $RUNS/eval/table.md | tail -1 && cat $RUNS/eval/table.md | sed -n 3,6p
+  pack eval eval eval_*.log
 }
 
 for step in "$@"; do
