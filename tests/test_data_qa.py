@@ -222,7 +222,7 @@ def test_limit_returns_a_shorter_copy(tmp_path: Path) -> None:
     assert (short.name, short.source) == (dataset.name, dataset.source)
     assert len(dataset) == 3
     assert len(dataset.limit(10)) == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError):
         dataset.limit(-1)
 
 
@@ -409,7 +409,7 @@ def test_keep_tail() -> None:
     kept.append(9)
     assert ids == [7, 8]  # a new list, the caller's is untouched
     for budget in (0, -1):
-        with pytest.raises(ValueError, match="budget"):
+        with pytest.raises(DataError, match="budget"):
             keep_tail([1, 2], budget)
 
 

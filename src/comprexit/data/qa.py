@@ -52,7 +52,7 @@ class QADataset:
     def limit(self, n: int) -> QADataset:
         """A copy holding only the first `n` examples (for quick runs); the original is unchanged."""
         if n < 0:
-            raise ValueError(f"limit must be >= 0, got {n}")
+            raise DataError(f"limit must be >= 0, got {n}")
         return replace(self, examples=self.examples[:n])
 
 
@@ -320,7 +320,7 @@ def load_hf_dataset(
             "pip install datasets (or pip install 'comprexit[hf-datasets]')"
         ) from None
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise DataError(f"limit must be >= 0, got {limit}")
     source = f"hf:{name}:{split}" + (f" (config {config})" if config else "")
     try:
         table = datasets.load_dataset(name, config, split=split)
@@ -379,5 +379,5 @@ def load_qa(spec: str, *, skip_malformed: bool = False) -> QADataset:
 def keep_tail(token_ids: list[int], budget: int) -> tuple[list[int], bool]:
     """Truncate a context to its last `budget` tokens, as the paper does; also say whether it was cut."""
     if budget < 1:
-        raise ValueError(f"budget must be >= 1, got {budget}")
+        raise DataError(f"context budget must be >= 1 token, got {budget}")
     return list(token_ids[-budget:]), len(token_ids) > budget
