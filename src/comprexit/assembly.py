@@ -14,8 +14,10 @@ the side their padding goes:
 
 Position ids follow one formula (`position_ids`), the one transformers' `generate` applies
 when it counts them itself, so a batch laid out here and one generate counts agree.
-Embeddings are built in one scatter for the whole batch (no per-row loop, no host sync): the
-token embeddings and the vectors go to their (row, column) places in a zero tensor.
+Embeddings are built in one scatter for the whole batch: the token embeddings and the vectors
+go to their (row, column) places in a zero tensor. No per-row loop runs on the device and
+nothing is read back from it; the layout, known on the host from the rows' lengths, goes to
+the device in two copies (ids and mask; then the scatter's indices).
 """
 
 from __future__ import annotations
@@ -111,15 +113,15 @@ class DecoderInputs:
         respect to the vectors (training).
         """
         device, dtype = self.backbone.device, self.backbone.dtype
-        rows, cols, values = [], [], []
-        for segment, starts in zip(self.segments, self.starts):
-            row, col, within = (t.to(device) for t in _places(starts, segment.lengths()))
-            if len(row):
-                rows.append(row)
-                cols.append(col)
-                values.append(segment.values(self, row, col, within).to(device, dtype))
+        places = [_places(starts, segment.lengths()) for segment, starts in zip(self.segments, self.starts)]
+        index = torch.cat([torch.stack(place) for place in places], dim=1).to(device)  # (3, n): one copy to the device
+        values = [
+            segment.values(self, row, col, within).to(device, dtype)
+            for segment, (row, col, within) in zip(self.segments, index.split([len(p[0]) for p in places], dim=1))
+            if len(row)
+        ]
         out = torch.zeros(self.rows, self.width, self.backbone.hidden_size, dtype=dtype, device=device)
-        return out.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(values)) if values else out
+        return out.index_put((index[0], index[1]), torch.cat(values)) if values else out
 
     def attention_after(self, cached: torch.Tensor) -> torch.Tensor:
         """(batch, cached + width) mask of these rows read after cached positions.
@@ -134,7 +136,7 @@ def position_ids(attention_mask: torch.Tensor, start: int | Sequence[int] = 0) -
     """(batch, width) long: each real position's rank among its row's real positions, plus `start`;
     0 on padding. start: the position id of each row's first real position (an int, or one per row)."""
     mask = attention_mask.long()
-    offset = torch.as_tensor(start, dtype=torch.long, device=mask.device).reshape(-1, 1)
+    offset = start if isinstance(start, int) else torch.tensor(list(start), dtype=torch.long, device=mask.device)[:, None]
     return (mask.cumsum(-1) - 1 + offset).masked_fill(mask == 0, 0)
 
 
@@ -165,9 +167,8 @@ def assemble(backbone: "Backbone", *segments: Segment, side: str = RIGHT, start:
         row, col, _ = _places(segment_starts, segment.lengths())
         if len(row):
             segment.place(ids, row, col)
-    device = backbone.device
-    mask = mask.to(device)
-    return DecoderInputs(ids.to(device), mask, position_ids(mask, start), starts, backbone, segments)
+    ids, mask = torch.stack([ids, mask]).to(backbone.device)  # one copy to the device
+    return DecoderInputs(ids, mask, position_ids(mask, start), starts, backbone, segments)
 
 
 def _places(starts: Sequence[int], lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -120,9 +120,8 @@ class SoftPrefixBatch:
                side: str = RIGHT) -> DecoderInputs:
         """`[BOS] + prefix_i (+ insert) + tokens_i` per row; insert: an optional (hidden,) vector."""
         rows = len(self.lengths)
-        marker = [Vectors(insert[None], [1] * rows)] if insert is not None else []
-        return assemble(backbone, Tokens([backbone.bos_ids] * rows), Vectors(self.embeds, self.lengths), *marker,
-                        Tokens(tokens), side=side)
+        return assemble(backbone, Tokens([backbone.bos_ids] * rows), Vectors(self.embeds, self.lengths),
+                        *_marker(insert, rows), Tokens(tokens), side=side)
 
     def final_states(self, backbone: "Backbone", targets: Sequence[Sequence[int]], insert: torch.Tensor | None = None,
                      ) -> tuple[torch.Tensor, list[int]]:
@@ -192,8 +191,7 @@ class KVPrefixBatch:
                side: str = RIGHT) -> DecoderInputs:
         """`[BOS] (+ insert) + tokens_i` per row, at positions continuing row i's prefix."""
         rows = len(self.lengths)
-        marker = [Vectors(insert[None], [1] * rows)] if insert is not None else []
-        return assemble(backbone, Tokens([backbone.bos_ids] * rows), *marker, Tokens(tokens), side=side,
+        return assemble(backbone, Tokens([backbone.bos_ids] * rows), *_marker(insert, rows), Tokens(tokens), side=side,
                         start=self.next_positions)
 
     def final_states(self, backbone: "Backbone", targets: Sequence[Sequence[int]], insert: torch.Tensor | None = None,
@@ -204,3 +202,8 @@ class KVPrefixBatch:
         final = backbone.final_hidden(inputs.embeds(), inputs.attention_after(self.mask()), inputs.position_ids,
                                       past_key_values=self.cache(backbone))
         return final, inputs.starts[-1]
+
+
+def _marker(insert: torch.Tensor | None, rows: int) -> list[Vectors]:
+    """The segment of one (hidden,) vector read by every row (the autoencoding marker), or none."""
+    return [] if insert is None else [Vectors(insert[None], [1] * rows)]

@@ -145,7 +145,7 @@ def decoder_inputs(
         compressor's slots: its non-empty slots always come first); None for no prefix.
     insert: an optional (hidden,) vector placed right after each row's real prefix.
     Returns (embeddings, attention mask, per-row offset of the first target token); laid out by
-    assembly.py in one scatter, without host synchronisation.
+    assembly.py in one scatter, nothing read back from the device.
     """
     inputs = _soft(backbone, prefix, prefix_lengths, len(targets)).inputs(backbone, targets, insert)
     return inputs.embeds(), inputs.attention_mask, inputs.starts[-1]
