@@ -5,7 +5,9 @@ import torch
 
 from comprexit import Backbone, CheckpointError, ComprExIT, ComprExITConfig, InputError
 from comprexit.document import CompressedDocument
-from comprexit.decoding import build_decoder_batch, greedy_answers
+from comprexit.assembly import LEFT
+from comprexit.decoding import EagerDecoder
+from comprexit.prefix import SoftPrefix, SoftPrefixBatch
 from comprexit.reader import Reader
 
 from tiny import save_tiny_backbone
@@ -33,10 +35,10 @@ def test_gradients_reach_the_compressor_and_not_the_backbone(tiny):
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     encoded = tiny.encode([list(range(4, 30)), list(range(30, 45))])
     out = compressor.compress(encoded)
-    prefixes = [row[mask] for row, mask in zip(out.slots, out.mask)]
-    batch = build_decoder_batch(tiny, prefixes, [[5, 6, 7], [8, 9]])
+    prefixes = [SoftPrefix(row[mask]) for row, mask in zip(out.slots, out.mask)]
+    batch = SoftPrefixBatch.stack(prefixes).inputs(tiny, [[5, 6, 7], [8, 9]], side=LEFT)
     logits = tiny.model(
-        inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        inputs_embeds=batch.embeds(), attention_mask=batch.attention_mask, position_ids=batch.position_ids
     ).logits
     logits[:, -1].logsumexp(-1).sum().backward()
     assert all(p.grad is not None for n, p in compressor.named_parameters() if "capacity" not in n)
@@ -45,12 +47,13 @@ def test_gradients_reach_the_compressor_and_not_the_backbone(tiny):
 
 
 def test_left_padded_batch_decodes_like_single_rows(tiny):
-    prefixes = [tiny.embed(torch.tensor([5, 6, 7, 8, 9, 10])), None, tiny.embed(torch.tensor([11]))]
+    prefixes = [SoftPrefix.of_tokens(tiny, ids) for ids in ([5, 6, 7, 8, 9, 10], [], [11])]
     prompts = [[20, 21], [22, 23, 24, 25, 26], [27]]
-    batched = greedy_answers(tiny, prefixes, prompts, max_new_tokens=6)
-    single = [greedy_answers(tiny, [p], [q], max_new_tokens=6)[0] for p, q in zip(prefixes, prompts)]
+    decoder = EagerDecoder(tiny)
+    batched = decoder.answers(prefixes, prompts, max_new_tokens=6)
+    single = [decoder.answers([p], [q], max_new_tokens=6)[0] for p, q in zip(prefixes, prompts)]
     assert batched == single
-    batch = build_decoder_batch(tiny, prefixes, prompts)
+    batch = SoftPrefixBatch.stack(prefixes).inputs(tiny, prompts, side=LEFT)
     assert batch.attention_mask.sum(-1).tolist() == [1 + 6 + 2, 1 + 5, 1 + 1 + 1]
     assert batch.position_ids[1, -6:].tolist() == list(range(6))
 
@@ -128,3 +131,37 @@ def test_cached_slots_answer_like_re_prefilling(tiny):
     assert reader.ask_full_context("Ada wrote it. " * 3, questions, max_new_tokens=12) == reader.ask_full_context(
         "Ada wrote it. " * 3, questions, max_new_tokens=12, use_cache=False
     )
+
+
+def test_training_and_inference_read_the_same_frozen_states(tiny):
+    """One frozen encoder pass: what the compressor reads in training (objectives.frozen_pass) is what
+    `Backbone.encode` gives at inference, with and without padding, and with the teacher's targets."""
+    from comprexit.training.data import Example
+    from comprexit.training.objectives import frozen_pass
+
+    for contexts in ([list(range(5, 21)), list(range(21, 37))], [list(range(5, 21)), list(range(30, 37))]):
+        examples = [Example(tuple(c), tuple(range(40, 44 + 3 * i)), 1) for i, c in enumerate(contexts)]
+        encoded = tiny.encode(contexts)
+        batch, _ = frozen_pass(tiny, examples, states=True, teacher=False)
+        assert torch.equal(batch.hidden_states, encoded.hidden_states) and torch.equal(batch.mask, encoded.mask)
+        # the teacher pass reads the targets too; causal, it gives the contexts' tokens the same states
+        batch, teacher = frozen_pass(tiny, examples, states=True, teacher=True)
+        real = encoded.mask
+        assert torch.equal(batch.mask, real)
+        torch.testing.assert_close(batch.hidden_states[real], encoded.hidden_states[real], rtol=1e-5, atol=1e-5)
+        assert teacher.shape == (sum(len(e.targets) - 1 for e in examples), tiny.hidden_size)
+
+
+def test_loading_an_untrained_reader_leaves_the_callers_random_state(tiny):
+    """Where no compressor is shipped, `Reader.load` draws seeded random weights without reseeding the caller."""
+    from comprexit.reader import UntrainedCompressorWarning
+
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    with pytest.warns(UntrainedCompressorWarning):
+        first = Reader.load(backbone=tiny)
+    assert torch.equal(torch.get_rng_state(), state)
+    with pytest.warns(UntrainedCompressorWarning):
+        second = Reader.load(backbone=tiny)
+    weights = zip(first.compressor.state_dict().values(), second.compressor.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in weights)  # the same untrained weights every time

@@ -151,4 +151,5 @@ def test_slot_caches_are_sized_for_the_slots_not_the_context():
     assert serving_cache_length(reader, settings) == 1280  # 1 + 1000 + prompt + 20, in steps of 256
     assert serving_cache_length(reader, settings, slots=True) == 512  # 1 + 250 slots + prompt + 20
     decoders = serving_decoders(reader, settings, slots=True)
-    assert decoders["eager"] is None and decoders["graph"].max_cache_len == 512
+    assert decoders["eager"].describe()["cache"] == "dynamic" and decoders["graph"].describe()["max_cache_len"] == 512
+    assert all(decoder.stops == () for decoder in decoders.values())  # every timed batch runs all its new tokens

@@ -1,7 +1,8 @@
 import pytest
 
 from comprexit import ComprExITConfig, ConfigError
-from comprexit.prompting import DEFAULT_TEMPLATE, PromptTemplate, postprocess_answer
+from comprexit.decoding import answer_rule, get_answer_rule
+from comprexit.prompting import DEFAULT_TEMPLATE, PromptTemplate
 
 
 def test_defaults_are_the_papers():
@@ -67,5 +68,12 @@ def test_prompt_template():
     "raw, answer",
     [(" Paris. It is", "Paris"), ("Paris\nNext", "Paris"), ("  1867", "1867"), ("\n Warsaw.", "Warsaw"), ("", "")],
 )
-def test_answer_postprocessing_cuts_at_first_period_or_newline(raw, answer):
-    assert postprocess_answer(raw) == answer
+def test_the_papers_answer_rule_cuts_at_first_period_or_newline(raw, answer):
+    assert get_answer_rule("paper")(raw) == answer
+
+
+def test_answer_rules_are_named_and_registered_once():
+    with pytest.raises(ConfigError, match="unknown answer rule 'sentence'; known rules: paper"):
+        get_answer_rule("sentence")
+    with pytest.raises(ValueError, match="registered twice"):
+        answer_rule("paper")(str.strip)

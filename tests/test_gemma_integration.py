@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from comprexit.decoding import greedy_answers
+from comprexit.decoding import EagerDecoder, get_answer_rule
 from comprexit.document import CompressedDocument
-from comprexit.prompting import DEFAULT_TEMPLATE, PromptTemplate, postprocess_answer
+from comprexit.prefix import SoftPrefix
+from comprexit.prompting import DEFAULT_TEMPLATE, PromptTemplate
 from comprexit.reader import Reader, UntrainedCompressorWarning
 from comprexit.weights import shipped_compressor_dir
 
@@ -47,7 +48,8 @@ def test_shipped_compressor_answers_from_the_compressed_document(reader):
     question = "Who was the last keeper?"
     assert reader.ask(reader.compress(FICTION), [question]) == ["Thomas Reed"]
     prompt = reader.backbone.tokenize(PromptTemplate(DEFAULT_TEMPLATE).render(question))
-    without = postprocess_answer(greedy_answers(reader.backbone, [None], [prompt])[0])
+    nothing = SoftPrefix.of_tokens(reader.backbone, [])
+    without = get_answer_rule("paper")(EagerDecoder(reader.backbone).answers([nothing], [prompt])[0])
     assert "reed" not in without.lower()  # the frozen model alone does not know it
 
 

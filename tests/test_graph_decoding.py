@@ -1,4 +1,4 @@
-"""Our own decode loop (graph_decoding.py) beyond the token-for-token matrix it shares with the
+"""Our own decode loop (decoding/graph.py) beyond the token-for-token matrix it shares with the
 static path in test_static_decoding.py: stop tokens, the compiled loop, Reader, refusals.
 
 Exact equality, no tolerance: greedy tokens of tiny float32 models whose weights make answers vary
@@ -9,12 +9,11 @@ torch.compile with the "eager" dynamo backend (no C++ toolchain, seconds not min
 import pytest
 import torch
 
-from comprexit.decoding import build_decoder_batch, cached_answers, greedy_answers, prefill
+from comprexit.decoding import EagerDecoder, GraphDecoder, StaticDecoder
 from comprexit.errors import ConfigError, InputError
-from comprexit.graph_decoding import GraphDecoder
-from comprexit.static_decoding import StaticDecoder
+from comprexit.prefix import SoftPrefix
 
-from test_static_decoding import QUESTIONS, _setup
+from test_static_decoding import QUESTIONS, _cached, _setup
 from tiny import varied_backbone
 
 
@@ -22,13 +21,14 @@ def test_rows_stop_at_their_first_stop_token():
     """Without forcing, stop tokens end rows (checked every `check_every` steps; answers cut at the first)."""
     backbone = varied_backbone("gemma3-hybrid")
     prefix, prompts = _setup(backbone, 40)
-    backbone.stop_token_ids = [1, *backbone.tokenize("J^e")]  # characters these weights often choose
-    graph = GraphDecoder(backbone, max_cache_len=96, bucket=16, check_every=2)
-    eager = cached_answers(backbone, prefill(backbone, prefix), prompts, max_new_tokens=10)
-    assert any(len(answer) < 10 for answer in eager)
-    assert cached_answers(backbone, prefill(backbone, prefix, decoder=graph), prompts, max_new_tokens=10) == eager
-    assert greedy_answers(backbone, [prefix] * 3, prompts, 10, decoder=graph) == greedy_answers(
-        backbone, [prefix] * 3, prompts, 10)
+    stops = [1, *backbone.tokenize("J^e")]  # characters these weights often choose
+    graph = GraphDecoder(backbone, max_cache_len=96, bucket=16, check_every=2, stops=stops)
+    eager = EagerDecoder(backbone, stops=stops)
+    expected = _cached(eager, prefix, prompts, max_new_tokens=10)
+    assert any(len(answer) < 10 for answer in expected)
+    assert _cached(graph, prefix, prompts, max_new_tokens=10) == expected
+    rows = [SoftPrefix(prefix)] * 3
+    assert graph.answers(rows, prompts, 10) == eager.answers(rows, prompts, 10)
 
 
 def test_compiled_loop_matches_eager_and_compiles_each_shape_once():
@@ -38,18 +38,18 @@ def test_compiled_loop_matches_eager_and_compiles_each_shape_once():
 
     backbone = varied_backbone("gemma3-hybrid")
     prefix, prompts = _setup(backbone, 40)
-    graph = GraphDecoder.compiled(backbone, max_cache_len=96, mode="default", backend="eager")
-    decode = dict(max_new_tokens=8, force_new_tokens=True, exact=False)
-    eager = cached_answers(backbone, prefill(backbone, prefix), prompts, **decode)
-    cache = prefill(backbone, prefix, decoder=graph)
-    assert cached_answers(backbone, cache, prompts, **decode) == eager
+    graph = GraphDecoder.compiled(backbone, max_cache_len=96, mode="default", backend="eager", stops=())
+    decode = dict(max_new_tokens=8, exact=False)
+    eager = _cached(EagerDecoder(backbone, stops=()), prefix, prompts, **decode)
+    cache = graph.prefill(prefix)
+    assert graph.cached_answers(cache, prompts, **decode) == eager
     compiled = counters["stats"]["unique_graphs"]
-    assert cached_answers(backbone, cache, prompts, **decode) == eager
-    assert cached_answers(backbone, cache, prompts[::-1], **{**decode, "max_new_tokens": 5}) == [
+    assert graph.cached_answers(cache, prompts, **decode) == eager
+    assert graph.cached_answers(cache, prompts[::-1], **{**decode, "max_new_tokens": 5}) == [
         a[:5] for a in eager[::-1]]
     assert counters["stats"]["unique_graphs"] == compiled
-    assert greedy_answers(backbone, [prefix] * 3, prompts, 8, decoder=graph) == greedy_answers(
-        backbone, [prefix] * 3, prompts, 8)
+    rows = [SoftPrefix(prefix)] * 3
+    assert graph.answers(rows, prompts, 8) == EagerDecoder(backbone, stops=()).answers(rows, prompts, 8)
     assert counters["stats"]["unique_graphs"] == compiled + 1  # (a)'s prefill bucket; its steps reuse the step
 
 
@@ -74,14 +74,10 @@ def test_refusals_name_the_problem():
     prefix, prompts = _setup(backbone, 40)
     graph = GraphDecoder(backbone, max_cache_len=48)
     with pytest.raises(InputError, match="do not fit"):
-        greedy_answers(backbone, [prefix] * 3, prompts, max_new_tokens=8, decoder=graph)
-    batch = build_decoder_batch(backbone, [prefix], prompts[:1])
-    with pytest.raises(ConfigError, match="greedily"):
-        graph.generate(backbone.model, inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                       max_new_tokens=2, do_sample=True)
-    with pytest.raises(ConfigError, match="working cache of this GraphDecoder"):
-        backbone.generate(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3),
-                          past_key_values=StaticDecoder(backbone, 48).fresh(1, 10), decoder=graph)
+        graph.answers([SoftPrefix(prefix)] * 3, prompts, max_new_tokens=8)
+    for other in (StaticDecoder(backbone, 48), GraphDecoder(backbone, max_cache_len=48)):
+        with pytest.raises(ConfigError, match="prefilled by another decoder"):
+            graph.cached_answers(other.prefill(prefix[:5]), prompts[1:2], max_new_tokens=2)
     with pytest.raises(ConfigError, match="bucket"):
         GraphDecoder(backbone, bucket=0)
 
@@ -91,9 +87,9 @@ def test_shapes_past_dynamos_recompile_limit_run_uncompiled(caplog):
     backbone = varied_backbone("llama")
     prefix, prompts = _setup(backbone, 5)
     graph = GraphDecoder.compiled(backbone, max_cache_len=96, mode="default", backend="eager")
-    cache = prefill(backbone, prefix, decoder=graph)
-    expected = cached_answers(backbone, prefill(backbone, prefix), prompts, 4)
+    cache = graph.prefill(prefix)
+    expected = _cached(EagerDecoder(backbone), prefix, prompts, 4)
     with torch._dynamo.config.patch(recompile_limit=1):
-        assert cached_answers(backbone, cache, prompts[:2], 4, exact=False) == expected[:2]
-        assert cached_answers(backbone, cache, prompts, 4, exact=False) == expected  # a second batch size
+        assert graph.cached_answers(cache, prompts[:2], 4, exact=False) == expected[:2]
+        assert graph.cached_answers(cache, prompts, 4, exact=False) == expected  # a second batch size
     assert "runs uncompiled" in caplog.text

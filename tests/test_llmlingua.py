@@ -84,9 +84,9 @@ def test_keeps_at_most_the_budget_as_a_subsequence(tiny, ratio):
         assert _is_subsequence(kept, context)
         assert tiny.bos_token_id not in kept
     prefix = method.prepare(contexts + [[]])
-    assert prefix.embeds[-1] is None
-    for context, embeds in zip(contexts, prefix.embeds):
-        torch.testing.assert_close(embeds, tiny.embed(torch.tensor(method.keep(context))))
+    assert len(prefix.rows[-1]) == 0
+    for context, row in zip(contexts, prefix.rows):
+        torch.testing.assert_close(row.embeds, tiny.embed(torch.tensor(method.keep(context))))
 
 
 @needs_llmlingua

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from comprexit import CheckpointError, ComprExIT, ComprExITConfig, ConfigError, InputError
-from comprexit.decoding import greedy_answers
 from comprexit.data.qa import load_mrqa
+from comprexit.decoding import EagerDecoder
 from comprexit.evaluation.runner import EvalSettings, evaluate
 from comprexit.methods import available_methods, create_method
 from comprexit.methods.trainable import ContextBatch, encoder_class, load_encoder, trainable_methods
-from comprexit.prefix import KVPrefix, KVPrefixBatch
+from comprexit.prefix import KVPrefix, KVPrefixBatch, SoftPrefix
 from comprexit.training.data import Example
 from comprexit.training.objectives import AutoencodeMarker, LossWeights, batch_losses, combined_loss, decoder_hidden, kv_decoder_hidden
 
@@ -66,14 +66,14 @@ def test_the_matrix_covers_every_registered_method():
 def test_prefix_shapes(name, tiny):
     prefix = build(name, tiny).prepare(CONTEXTS)
     assert prefix.positions() == POSITIONS[name]
-    for entry, n, context in zip(prefix.embeds, POSITIONS[name], CONTEXTS):
+    for entry, n, context in zip(prefix.rows, POSITIONS[name], CONTEXTS):
         if isinstance(entry, KVPrefix):
             heads, dim = tiny.config.num_key_value_heads, tiny.config.head_dim
             assert len(entry.keys) == len(entry.values) == tiny.identity.num_layers
             assert all(t.shape == (heads, n, dim) for t in (*entry.keys, *entry.values))
             assert entry.next_position == len(tiny.bos_ids) + len(context) + n
-        elif entry is not None:
-            assert entry.shape == (n, tiny.hidden_size) and torch.isfinite(entry).all()
+        else:
+            assert entry.embeds.shape == (n, tiny.hidden_size) and torch.isfinite(entry.embeds).all()
 
 
 @pytest.mark.parametrize("name", sorted(POSITIONS))
@@ -114,14 +114,14 @@ def test_save_load_round_trip_gives_identical_prefixes(name, tiny, tmp_path):
     loaded = load_encoder(tmp_path / "w", tiny, method=name)
     assert type(loaded) is type(encoder) and loaded.config == encoder.config
     assert set(loaded.state_dict()) == set(encoder.state_dict())  # only the trained tensors are saved
-    a = create_method(name, tiny, encoder=encoder).prepare(CONTEXTS).embeds
-    b = create_method(name, tiny, weights=tmp_path / "w").prepare(CONTEXTS).embeds
+    a = create_method(name, tiny, encoder=encoder).prepare(CONTEXTS).rows
+    b = create_method(name, tiny, weights=tmp_path / "w").prepare(CONTEXTS).rows
     for x, y in zip(a, b):
         if isinstance(x, KVPrefix):
             assert x.next_position == y.next_position
             assert all(torch.equal(p, q) for p, q in zip((*x.keys, *x.values), (*y.keys, *y.values)))
         else:
-            assert torch.equal(x, y)
+            assert torch.equal(x.embeds, y.embeds)
 
 
 def test_icae_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
@@ -209,11 +209,14 @@ def test_kv_prefix_reads_like_the_full_sequence(tiny):
         torch.testing.assert_close(hidden[row, :n], full[0, -n:], rtol=1e-4, atol=1e-5)
     # decoding: a KV prefix answers like the same tokens read as a soft prefix
     prompts = [[20, 21, 22], [23]]
-    as_kv = [greedy_answers(tiny, [p], [q], 6)[0] for p, q in zip(frozen_kv(tiny, contexts), prompts)]
-    as_embeds = [greedy_answers(tiny, [tiny.embed(torch.tensor(c + tiny.bos_ids))], [q], 6)[0] for c, q in zip(contexts, prompts)]
+    decoder = EagerDecoder(tiny)
+    as_kv = [decoder.answers([p], [q], 6)[0] for p, q in zip(frozen_kv(tiny, contexts), prompts)]
+    as_embeds = [decoder.answers([SoftPrefix.of_tokens(tiny, c + tiny.bos_ids)], [q], 6)[0] for c, q in zip(contexts, prompts)]
     assert as_kv == as_embeds
     if tiny.identity.model_type == "llama":  # no sliding window: batching (padding) changes nothing
-        assert greedy_answers(tiny, frozen_kv(tiny, contexts), prompts, 6) == as_kv
+        assert decoder.answers(frozen_kv(tiny, contexts), prompts, 6) == as_kv
+    with pytest.raises(TypeError, match="mixes prefix kinds"):
+        decoder.answers([frozen_kv(tiny, contexts)[0], SoftPrefix.of_tokens(tiny, contexts[1])], prompts, 6)
 
 
 def test_500x_memory_positions_continue_the_context(tiny):

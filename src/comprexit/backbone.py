@@ -1,24 +1,23 @@
 """The frozen causal LM that both compresses (encoder pass) and reads (decoder pass).
 
-`Backbone` wraps any Hugging Face causal LM through its public interface only: token ids
-in, all hidden states out, `inputs_embeds` in, greedy tokens out. Its weights never train.
+`Backbone` wraps any Hugging Face causal LM through its public interface only and offers its
+views: token ids in, every layer's hidden states out (`frozen_pass`, `encode`); input
+embeddings in, final states out (`final_hidden`); LM-head logits; the tokenizer. Its weights
+never train. How it is decoded greedily is the `decoding` package's business, not its own.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 
 from . import bundled
+from .assembly import RIGHT, Tokens, assemble
 from .errors import CheckpointError, ConfigError, InputError
-
-if TYPE_CHECKING:
-    from .static_decoding import StaticDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +111,8 @@ class Backbone:
             vocab_size=int(model.get_input_embeddings().num_embeddings),
         )
         self.bos_token_id = tokenizer.bos_token_id
-        self.stop_token_ids = _stop_ids(tokenizer, model)
-        self.eos_token_id = self.stop_token_ids[0] if self.stop_token_ids else None
+        self.eos_token_ids = _eos_ids(tokenizer, model)
+        self.eos_token_id = self.eos_token_ids[0] if self.eos_token_ids else None
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else (self.eos_token_id if self.eos_token_id is not None else 0)
         self.max_positions = getattr(config, "max_position_embeddings", None)
@@ -226,90 +225,64 @@ class Backbone:
             past_key_values=past_key_values, use_cache=False,
         ).last_hidden_state
 
-    def right_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids, attention mask) of token rows padded on the right, on the model's device."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
-            mask[i, : len(row)] = 1
-        return ids.to(self.device), mask.to(self.device)
-
     # ------------------------------------------------------------------ encoder pass
     @torch.no_grad()
-    def encode(self, contexts: Sequence[Sequence[int]]) -> EncodedContexts:
-        """Run the frozen model over `[BOS] + context` and return every layer's states.
+    def frozen_pass(self, rows: Sequence[Sequence[int]], all_layers: bool) -> "FrozenPass":
+        """Run the frozen model (without its LM head) over `[BOS] + row` for every row, right-padded.
 
-        The BOS position is dropped (it is not part of the context); contexts are right-padded
-        so token t of every context sits at position t.
+        The one encoder pass of the library: the compressor's inputs at inference (`encode`) and
+        in training, the teacher's states and the reference losses all come from it, so they
+        are computed alike. Without padding no mask is passed, so attention takes its causal
+        fast path (and transformers need not check the mask on the device).
+        all_layers: keep every layer's states (what a compressor reads), not only the last.
+        """
+        inputs = assemble(self, Tokens([self.bos_ids + list(row) for row in rows]), side=RIGHT)
+        padded = len({len(row) for row in rows}) > 1
+        out = self.model.base_model(
+            input_ids=inputs.input_ids,
+            attention_mask=inputs.attention_mask if padded else None,
+            output_hidden_states=all_layers,
+            use_cache=False,
+        )
+        return FrozenPass(out.hidden_states if all_layers else None, out.last_hidden_state,
+                          inputs.attention_mask.bool(), len(self.bos_ids))
+
+    def encode(self, contexts: Sequence[Sequence[int]]) -> EncodedContexts:
+        """Every layer's states of each context, read as `[BOS] + context`, right-padded.
+
+        The BOS position is dropped (it is not part of the context), so token t of every
+        context sits at position t.
         """
         if not contexts or any(len(c) == 0 for c in contexts):
             raise InputError("cannot encode an empty context")
-        bos = self.bos_ids
-        ids, attention = self.right_padded([bos + list(c) for c in contexts])
-        # The base model skips the LM head (logits over a large vocabulary would cost more than
-        # the pass). Without padding no mask is passed, so attention can take its causal fast path.
-        padded = len({len(c) for c in contexts}) > 1
-        out = self.model.base_model(
-            input_ids=ids,
-            attention_mask=attention if padded else None,
-            output_hidden_states=True,
-            use_cache=False,
-        )
-        start = len(bos)
-        hidden = torch.stack([h[:, start:] for h in out.hidden_states], dim=2)
-        return EncodedContexts(hidden_states=hidden, mask=attention[:, start:].bool())
-
-    # ------------------------------------------------------------------ decoder side
-    @torch.no_grad()
-    def generate(
-        self,
-        inputs_embeds: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        max_new_tokens: int = 20,
-        *,
-        input_ids: torch.Tensor | None = None,
-        past_key_values=None,
-        position_ids: torch.Tensor | None = None,
-        force_new_tokens: bool = False,
-        decoder: "StaticDecoder | None" = None,
-    ) -> list[list[int]]:
-        """Greedy decoding; returns the new tokens of each row, cut at the first stop token.
-
-        Either from left-padded `inputs_embeds`, or from `input_ids` whose first positions are
-        already held by `past_key_values` (only the uncached tail is run). `position_ids`
-        (same shape as `input_ids`) replaces the positions counted from the attention mask.
-        `force_new_tokens` suppresses EOS so that exactly `max_new_tokens` are produced (for benchmarks).
-        `decoder` decodes from its static caches (static_decoding.py: through generate; a GraphDecoder,
-        graph_decoding.py: through its own compiled loop): left-padded embeddings start from its
-        empty working cache; `past_key_values` must then be one of its caches.
-        """
-        kwargs = dict(
-            attention_mask=attention_mask.to(self.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=self.stop_token_ids,
-        )
-        if force_new_tokens:
-            kwargs["min_new_tokens"] = max_new_tokens
-        if position_ids is not None:
-            kwargs["position_ids"] = position_ids.to(self.device)
-        generate = self.model.generate if decoder is None else partial(decoder.generate, self.model)
-        if inputs_embeds is not None:
-            out = generate(inputs_embeds=inputs_embeds.to(self.device, self.dtype), **kwargs)
-        else:
-            out = generate(input_ids=input_ids.to(self.device), past_key_values=past_key_values, **kwargs)
-            out = out[:, input_ids.shape[1] :]
-        return [_cut_at_stop(seq, self.stop_token_ids) for seq in out.tolist()]
+        out = self.frozen_pass(contexts, all_layers=True)
+        return EncodedContexts(hidden_states=out.layers(), mask=out.mask[:, out.first :])
 
 
-def _stop_ids(tokenizer, model) -> list[int]:
-    """The tokenizer's EOS first, then any other end-of-sequence ids of the generation config."""
+@dataclass
+class FrozenPass:
+    """What one frozen pass over `[BOS] + row` (right-padded) gives.
+
+    hidden_states: per hidden state (embedding output, then every layer) a (batch, width, hidden)
+        tensor, or None when only the last was kept.
+    last: (batch, width, hidden) final (normed) states.
+    mask: (batch, width) bool, True on real positions.
+    first: column of each row's first token after BOS.
+    """
+
+    hidden_states: tuple[torch.Tensor, ...] | None
+    last: torch.Tensor
+    mask: torch.Tensor
+    first: int
+
+    def layers(self, tokens: int | None = None) -> torch.Tensor:
+        """(batch, tokens, layers + 1, hidden): every layer's states of the first `tokens` tokens after BOS (all by default)."""
+        stop = None if tokens is None else self.first + tokens
+        return torch.stack([h[:, self.first : stop] for h in self.hidden_states], dim=2)
+
+
+def _eos_ids(tokenizer, model) -> list[int]:
+    """End-of-sequence ids: the tokenizer's EOS first, then any other id the generation config names."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for token in configured if isinstance(configured, (list, tuple)) else [configured]:
@@ -317,9 +290,3 @@ def _stop_ids(tokenizer, model) -> list[int]:
             ids.append(int(token))
     return ids
 
-
-def _cut_at_stop(tokens: list[int], stops: Sequence[int]) -> list[int]:
-    for i, token in enumerate(tokens):
-        if token in stops:
-            return tokens[:i]
-    return tokens

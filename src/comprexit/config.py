@@ -45,9 +45,6 @@ class ConfigFields:
             raise ConfigError(f"unknown {cls.label} field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
 
-    def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass
 class ComprExITConfig(ConfigFields):

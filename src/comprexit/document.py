@@ -35,8 +35,9 @@ class CompressedDocument:
     compressor: str = ""
     chunk_tokens: int = 0
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    # the decoder's key/value cache over [BOS] + slots, kept in memory (never saved) so that
-    # every later question only prefills itself; set by `Reader.ask`
+    # (key, cache): the decoder's key/value cache over [BOS] + slots, kept in memory (never saved)
+    # so that every later question only prefills itself; set by `Reader.slot_cache`, keyed by the
+    # decoder that prefilled it (and the device and dtype), since only that decoder can read it
     decoder_cache: object = field(default=None, repr=False, compare=False)
 
     @property

@@ -1,29 +1,74 @@
-"""What a method hands the frozen decoder before `[BOS] + prompt`: vectors, or keys and values.
+"""What a method hands the frozen decoder before the prompt: vectors, or keys and values.
+
+Two kinds, each a type that knows how the decoder reads it, in evaluation (`answers`, rows of
+one kind) and in training (`final_states`, a batch):
 
 * Soft prefix: vectors in the decoder's input-embedding space (ComprExIT's slots, ICAE's
-  memory states, prompt-tuning tokens, kept context tokens). Per context a
-  `(positions, hidden)` tensor; batched for training as `SoftPrefixBatch`.
+  memory states, prompt-tuning tokens, kept context tokens), read as `[BOS] + prefix +
+  prompt`. Per context a `SoftPrefix`, `(positions, hidden)`; none at all is an empty one
+  (the no-context bound). Batched for training as `SoftPrefixBatch`.
 * Key/value prefix (500xCompressor): every layer's keys and values of a few positions,
-  which the decoder attends to as a cache. Per context a `KVPrefix`; batched as
-  `KVPrefixBatch`. The decoder then reads `[BOS] + prompt` after the cache, at position ids
-  that continue those the encoder gave the cached positions (`next_position`), so rotary
-  position offsets between the prompt and the cache are the ones the encoder produced.
+  which the decoder attends to as a cache, then reads `[BOS] + prompt` at position ids that
+  continue those the encoder gave the cached positions (`next_position`), so rotary position
+  offsets between the prompt and the cache are the ones the encoder produced. Per context a
+  `KVPrefix`; batched as `KVPrefixBatch`.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import DynamicCache
+
+from .assembly import LEFT, RIGHT, DecoderInputs, Tokens, Vectors, assemble
+from .decoding.cache import PrefixCache
+from .decoding.eager import EagerDecoder
 
 if TYPE_CHECKING:
     from .backbone import Backbone
+    from .decoding.base import Decoder
+
+
+class Prefix(ABC):
+    """One context's prefix."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Positions the decoder reads for it."""
+
+    @classmethod
+    @abstractmethod
+    def answers(cls, decoder: "Decoder", rows: Sequence["Prefix"], prompts: Sequence[Sequence[int]],
+                max_new_tokens: int) -> list[str]:
+        """Raw greedy text of each prompt read after its row (all rows of this kind)."""
 
 
 @dataclass(eq=False)
-class KVPrefix:
+class SoftPrefix(Prefix):
+    """embeds: (positions, hidden) input-embedding vectors read between `[BOS]` and the prompt."""
+
+    embeds: torch.Tensor
+
+    @classmethod
+    def of_tokens(cls, backbone: "Backbone", ids: Sequence[int]) -> "SoftPrefix":
+        """The input embeddings of token ids (none: an empty prefix)."""
+        return cls(backbone.embed(torch.tensor(list(ids), dtype=torch.long, device=backbone.device)))
+
+    def __len__(self) -> int:
+        return int(self.embeds.shape[0])
+
+    @classmethod
+    def answers(cls, decoder, rows, prompts, max_new_tokens) -> list[str]:
+        inputs = SoftPrefixBatch.stack(rows).inputs(decoder.backbone, prompts, side=LEFT)
+        return decoder.texts(decoder.generate(inputs, max_new_tokens))
+
+
+@dataclass(eq=False)
+class KVPrefix(Prefix):
     """One context's key/value prefix.
 
     keys, values: per decoder layer a (kv_heads, positions, head_dim) tensor (after the
@@ -38,6 +83,17 @@ class KVPrefix:
     def __len__(self) -> int:
         return int(self.keys[0].shape[-2])
 
+    @classmethod
+    def answers(cls, decoder, rows, prompts, max_new_tokens) -> list[str]:
+        """Left-padded `[BOS] + prompt_i` after row i's keys and values. Always decoded eagerly, with the
+        decoder's stop tokens: the prefixes differ per row (nothing to share), and 500x is a
+        training-time baseline."""
+        backbone = decoder.backbone
+        batch = KVPrefixBatch.stack(rows)
+        eager = EagerDecoder(backbone, decoder.stops)
+        cache = PrefixCache(batch.cache(backbone), batch.mask(), batch.next_positions, eager)
+        return eager.cached_answers(cache, [backbone.bos_ids + list(p) for p in prompts], max_new_tokens, exact=False)
+
 
 @dataclass(eq=False)
 class SoftPrefixBatch:
@@ -46,8 +102,33 @@ class SoftPrefixBatch:
     embeds: torch.Tensor
     lengths: list[int]
 
-    def rows(self) -> list[torch.Tensor]:
-        return [row[:n] for row, n in zip(self.embeds, self.lengths)]
+    @classmethod
+    def stack(cls, rows: Sequence[SoftPrefix]) -> "SoftPrefixBatch":
+        """Pad single prefixes on the right into one batch."""
+        first = rows[0].embeds
+        return cls(pad_sequence([r.embeds.to(first) for r in rows], batch_first=True), [len(r) for r in rows])
+
+    @classmethod
+    def empty(cls, backbone: "Backbone", rows: int) -> "SoftPrefixBatch":
+        """No prefix for `rows` rows (the no-context reference)."""
+        return cls(torch.zeros(rows, 0, backbone.hidden_size, dtype=backbone.dtype, device=backbone.device), [0] * rows)
+
+    def rows(self) -> list[SoftPrefix]:
+        return [SoftPrefix(row[:n]) for row, n in zip(self.embeds, self.lengths)]
+
+    def inputs(self, backbone: "Backbone", tokens: Sequence[Sequence[int]], insert: torch.Tensor | None = None,
+               side: str = RIGHT) -> DecoderInputs:
+        """`[BOS] + prefix_i (+ insert) + tokens_i` per row; insert: an optional (hidden,) vector."""
+        rows = len(self.lengths)
+        return assemble(backbone, Tokens([backbone.bos_ids] * rows), Vectors(self.embeds, self.lengths),
+                        *_marker(insert, rows), Tokens(tokens), side=side)
+
+    def final_states(self, backbone: "Backbone", targets: Sequence[Sequence[int]], insert: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, list[int]]:
+        """(batch, width, hidden) final states over right-padded `[BOS] + prefix_i (+ insert) + targets_i`,
+        and each row's column of its first target."""
+        inputs = self.inputs(backbone, targets, insert)
+        return backbone.final_hidden(inputs.embeds(), inputs.attention_mask, inputs.position_ids), inputs.starts[-1]
 
 
 @dataclass(eq=False)
@@ -105,3 +186,24 @@ class KVPrefixBatch:
         dtype = backbone.dtype
         data = [(k.to(dtype), v.to(dtype)) for k, v in zip(self.keys, self.values)]
         return DynamicCache(ddp_cache_data=data, config=backbone.model.config)
+
+    def inputs(self, backbone: "Backbone", tokens: Sequence[Sequence[int]], insert: torch.Tensor | None = None,
+               side: str = RIGHT) -> DecoderInputs:
+        """`[BOS] (+ insert) + tokens_i` per row, at positions continuing row i's prefix."""
+        rows = len(self.lengths)
+        return assemble(backbone, Tokens([backbone.bos_ids] * rows), *_marker(insert, rows), Tokens(tokens), side=side,
+                        start=self.next_positions)
+
+    def final_states(self, backbone: "Backbone", targets: Sequence[Sequence[int]], insert: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, list[int]]:
+        """(batch, width, hidden) final states of the new positions, `[BOS] (+ insert) + targets_i` read
+        after row i's keys and values, and each row's column of its first target."""
+        inputs = self.inputs(backbone, targets, insert)
+        final = backbone.final_hidden(inputs.embeds(), inputs.attention_after(self.mask()), inputs.position_ids,
+                                      past_key_values=self.cache(backbone))
+        return final, inputs.starts[-1]
+
+
+def _marker(insert: torch.Tensor | None, rows: int) -> list[Vectors]:
+    """The segment of one (hidden,) vector read by every row (the autoencoding marker), or none."""
+    return [] if insert is None else [Vectors(insert[None], [1] * rows)]

@@ -1,8 +1,7 @@
-"""The QA prompt the decoder reads after the context, and answer post-processing."""
+"""The QA prompt the decoder reads after the context (what cuts its answer: decoding/answers.py)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .errors import ConfigError, InputError
@@ -13,8 +12,6 @@ from .errors import ConfigError, InputError
 DEFAULT_TEMPLATE = (
     "\nQuestion: {question}\nAnswer the question directly with a short span only, no explanation. Answer:"
 )
-
-_CUT = re.compile(r"[.\n]")
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,3 @@ class PromptTemplate:
             raise InputError("the question is empty")
         return self.text.format(question=question.strip())
 
-
-def postprocess_answer(text: str) -> str:
-    """Cut a generated answer at its first "." or newline (the evaluation protocol), trimmed."""
-    return _CUT.split(text.strip(), maxsplit=1)[0].strip()

@@ -18,18 +18,19 @@ import torch
 from .backbone import Backbone
 from .compressor import ComprExIT
 from .config import ComprExITConfig
-from .decoding import PrefixCache, cached_answers, greedy_answers, prefill
+from .decoding import PAPER, Decoder, EagerDecoder, GraphDecoder, PrefixCache, get_answer_rule
 from .document import CompressedDocument
 from .errors import CheckpointError, InputError
-from .graph_decoding import GraphDecoder
-from .prompting import PromptTemplate, postprocess_answer
-from .static_decoding import StaticDecoder
+from .prefix import SoftPrefix
+from .prompting import PromptTemplate
 from .weights import shipped_compressor_dir
 
 logger = logging.getLogger(__name__)
 
+CHUNK_TOKENS = 512  # context tokens per encoder pass: the context length the compressors are trained on
 PROMPT_RESERVE = 512  # decoder positions kept free for the question and the answer
 ENCODE_BATCH = 8  # chunks per encoder pass
+UNTRAINED_SEED = 0  # the random weights used where no trained compressor is shipped
 
 
 class UntrainedCompressorWarning(UserWarning):
@@ -41,8 +42,9 @@ class Reader:
 
     chunk_tokens: documents longer than this are compressed chunk by chunk (each chunk is one
         encoder pass, as in training), and the chunks' slots are concatenated in order.
-    decoder: answer through static caches (a StaticDecoder, static_decoding.py, or a GraphDecoder,
-        graph_decoding.py) instead of the eager dynamic cache.
+    decoder: how answers are decoded (decoding/): by default an `EagerDecoder`; a `StaticDecoder`
+        or a `GraphDecoder` decodes through static caches, with the same answers.
+    answer_rule: the registered rule that cuts a generated text into the answer (decoding/answers.py).
     """
 
     def __init__(
@@ -50,9 +52,10 @@ class Reader:
         backbone: Backbone,
         compressor: ComprExIT,
         template: PromptTemplate | None = None,
-        chunk_tokens: int = 512,
+        chunk_tokens: int = CHUNK_TOKENS,
         compressor_name: str = "",
-        decoder: StaticDecoder | None = None,
+        decoder: Decoder | None = None,
+        answer_rule: str = PAPER,
     ):
         if chunk_tokens < 1:
             raise InputError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
@@ -61,7 +64,8 @@ class Reader:
         self.template = template or PromptTemplate()
         self.chunk_tokens = chunk_tokens
         self.compressor_name = compressor_name
-        self.decoder = decoder
+        self.decoder = decoder or EagerDecoder(backbone)
+        self.answer_rule = get_answer_rule(answer_rule)
 
     @classmethod
     def load(
@@ -72,7 +76,7 @@ class Reader:
         device: str | None = "auto",
         dtype: str | None = "auto",
         template: PromptTemplate | None = None,
-        chunk_tokens: int = 512,
+        chunk_tokens: int = CHUNK_TOKENS,
         compile_mode: str | None = None,
     ) -> "Reader":
         """Load a backbone (default: bundled) and a compressor folder (default: the shipped one).
@@ -80,7 +84,7 @@ class Reader:
         compile_mode: run the compressor through `torch.compile` in this mode ("reduce-overhead"
         on a GPU: the eager compressor is launch-bound; results/bench/h100.md measures both).
         The first compression of each new shape then pays the compilation (~15-20 s). On a GPU
-        the answers are decoded by a GraphDecoder too (graph_decoding.py: compiled question
+        the answers are decoded by a GraphDecoder too (decoding/graph.py: compiled question
         prefill and decode steps from static caches; per question 1.9-4.1x faster than
         generate's compiled steps, results/bench/h200-2048.md and its neighbours); each new batch size, cache length (a
         power of two) and question-length bucket compiles once. On a CPU decoding stays eager,
@@ -93,16 +97,18 @@ class Reader:
         if compressor is None:
             warnings.warn(
                 f"no trained compressor is shipped for {backbone.identity.name}: using UNTRAINED random "
-                "weights (seed 0); answers read from slots will be meaningless. Train one with "
+                f"weights (seed {UNTRAINED_SEED}); answers read from slots will be meaningless. Train one with "
                 "`comprexit train` and pass --compressor DIR.",
                 UntrainedCompressorWarning,
                 stacklevel=2,
             )
-            torch.manual_seed(0)
-            model, name = ComprExIT.for_backbone(backbone, ComprExITConfig()), "untrained"
+            with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+                torch.default_generator.manual_seed(UNTRAINED_SEED)  # the weights are drawn on the CPU
+                model = ComprExIT.for_backbone(backbone, ComprExITConfig())
+            name = "untrained"
         else:
             model, name = ComprExIT.from_pretrained(compressor, backbone), str(compressor)
-        decoder = None
+        decoder: Decoder = EagerDecoder(backbone)
         if compile_mode is not None:
             model.compile(mode=compile_mode, dynamic=False)
             if backbone.device.type == "cuda":
@@ -171,11 +177,15 @@ class Reader:
         return self.backbone.tokenize(self.template.render(question))
 
     def slot_cache(self, document: CompressedDocument) -> PrefixCache:
-        """The decoder's cache over `[BOS] + slots`, computed on first use and kept on the document."""
-        key = (self.backbone.identity, str(self.backbone.device), self.backbone.dtype, self.decoder is not None)
+        """The decoder's cache over `[BOS] + slots`, computed on first use and kept on the document.
+
+        It is kept for this reader's decoder (on the backbone's device and dtype of now): another
+        decoder prefills its own, since a cache is read only by the decoder that made it.
+        """
+        key = (self.decoder, str(self.backbone.device), self.backbone.dtype)
         if document.decoder_cache is None or document.decoder_cache[0] != key:
             prefix = document.prefix().to(self.backbone.device)
-            document.decoder_cache = (key, prefill(self.backbone, prefix, self.decoder))
+            document.decoder_cache = (key, self.decoder.prefill(prefix))
         return document.decoder_cache[1]
 
     @torch.no_grad()
@@ -199,7 +209,7 @@ class Reader:
         if use_cache:
             return self._answer_cached(self.slot_cache(document), questions, max_new_tokens, batch_size)
         prefix = document.prefix().to(self.backbone.device)
-        return self._answer([prefix], questions, max_new_tokens, batch_size)
+        return self._answer(prefix, questions, max_new_tokens, batch_size)
 
     @torch.no_grad()
     def full_context_ids(self, text: str) -> list[int]:
@@ -233,8 +243,8 @@ class Reader:
         ids = self.full_context_ids(text) if isinstance(text, str) else list(text)
         prefix = self.backbone.embed(torch.tensor(ids, device=self.backbone.device))
         if use_cache:
-            return self._answer_cached(prefill(self.backbone, prefix, self.decoder), questions, max_new_tokens, batch_size)
-        return self._answer([prefix], questions, max_new_tokens, batch_size)
+            return self._answer_cached(self.decoder.prefill(prefix), questions, max_new_tokens, batch_size)
+        return self._answer(prefix, questions, max_new_tokens, batch_size)
 
     def _prompts(self, questions) -> list[list[int]]:
         questions = [questions] if isinstance(questions, str) else list(questions)
@@ -242,19 +252,20 @@ class Reader:
             raise InputError("no question was given")
         return [self.prompt_ids(q) for q in questions]
 
-    def _answer(self, prefixes, questions, max_new_tokens, batch_size) -> list[str]:
+    def _answer(self, prefix: torch.Tensor, questions, max_new_tokens, batch_size) -> list[str]:
+        """Every question read after `[BOS] + prefix` in left-padded batches; prefix: (positions, hidden)."""
         prompts = self._prompts(questions)
         answers: list[str] = []
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            raw = greedy_answers(self.backbone, prefixes * len(chunk), chunk, max_new_tokens, self.decoder)
-            answers.extend(postprocess_answer(text) for text in raw)
+            raw = self.decoder.answers([SoftPrefix(prefix)] * len(chunk), chunk, max_new_tokens)
+            answers.extend(self.answer_rule(text) for text in raw)
         return answers
 
     def _answer_cached(self, cache: PrefixCache, questions, max_new_tokens, batch_size) -> list[str]:
         prompts = self._prompts(questions)
         answers: list[str] = []
         for start in range(0, len(prompts), batch_size):
-            raw = cached_answers(self.backbone, cache, prompts[start : start + batch_size], max_new_tokens)
-            answers.extend(postprocess_answer(text) for text in raw)
+            raw = self.decoder.cached_answers(cache, prompts[start : start + batch_size], max_new_tokens)
+            answers.extend(self.answer_rule(text) for text in raw)
         return answers

@@ -8,21 +8,35 @@ from pathlib import Path
 
 import torch
 
+from ..decoding import Decoder, EagerDecoder, GraphDecoder, StaticDecoder
 from ..errors import ConfigError
 from ..evaluation.report import environment
 from ..figures import pyplot, save_figure
-from ..graph_decoding import GraphDecoder
 from ..reader import Reader
-from ..static_decoding import StaticDecoder
 from .compression import compression_cost
 from .serving import MODES, interactive_ask, serving_costs, serving_prompts
 from .steps import STEPS, WARMUP, generate_step_seconds, step_profile
 from .trace import trace_markdown, trace_question_batches
 
-# serving decode paths besides "eager" (transformers' dynamic cache), each a decoder class
-DECODERS: dict[str, type[StaticDecoder]] = {"static": StaticDecoder, "graph": GraphDecoder}
-DECODE_PATHS = ("eager", *DECODERS)
 CACHE_ROUNDING = 256
+NO_STOPS = ()  # every timed batch decodes exactly its stated number of new tokens
+
+
+def _eager(backbone, max_cache_len: int, settings: "BenchSettings") -> Decoder:
+    return EagerDecoder(backbone, stops=NO_STOPS)
+
+
+def _compiled(decoder_class):
+    def build(backbone, max_cache_len: int, settings: "BenchSettings") -> Decoder:
+        return decoder_class.compiled(backbone, max_cache_len, settings.decode_compile_mode, settings.decode_backend,
+                                      stops=NO_STOPS)
+
+    return build
+
+
+# serving decode paths: name -> decoder for a backbone and one static cache length
+DECODERS = {"eager": _eager, "static": _compiled(StaticDecoder), "graph": _compiled(GraphDecoder)}
+DECODE_PATHS = tuple(DECODERS)
 
 
 @dataclass
@@ -60,20 +74,15 @@ def serving_cache_length(reader: Reader, settings: BenchSettings, slots: bool = 
     return -(-need // CACHE_ROUNDING) * CACHE_ROUNDING
 
 
-def serving_decoders(reader: Reader, settings: BenchSettings, slots: bool = False) -> dict[str, StaticDecoder | None]:
-    """Decode path name -> its decoder (None: eager). With `slots`, the decoders (c) reads its slots
-    through: caches sized for `[BOS] + slots`, not for the whole context (a) and (b) need, because
-    a compiled step attends over the whole static cache, masked positions included."""
+def serving_decoders(reader: Reader, settings: BenchSettings, slots: bool = False) -> dict[str, Decoder]:
+    """Decode path name -> its decoder, none stopping early. With `slots`, the decoders (c) reads its
+    slots through: caches sized for `[BOS] + slots`, not for the whole context (a) and (b) need,
+    because a compiled step attends over the whole static cache, masked positions included."""
     unknown = sorted(set(settings.decode) - set(DECODE_PATHS))
     if unknown or not settings.decode:
         raise ConfigError(f"decode paths must be among {DECODE_PATHS}, got {settings.decode}")
-    decoders: dict[str, StaticDecoder | None] = {}
-    for name in settings.decode:
-        decoders[name] = None if name == "eager" else DECODERS[name].compiled(
-            reader.backbone, serving_cache_length(reader, settings, slots), settings.decode_compile_mode,
-            settings.decode_backend
-        )
-    return decoders
+    length = serving_cache_length(reader, settings, slots)
+    return {name: DECODERS[name](reader.backbone, length, settings) for name in settings.decode}
 
 
 def _compile_counters() -> dict[str, int]:
@@ -99,11 +108,10 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print, trace_fil
         "step_profile": [],
     }
     decoders, slot_decoders = serving_decoders(reader, settings), serving_decoders(reader, settings, slots=True)
-    results["decode"] = {name: d.describe() if d else {"cache": "dynamic", "compiled": False}
-                         for name, d in decoders.items()}
+    results["decode"] = {name: d.describe() for name, d in decoders.items()}
     for name, decoder in slot_decoders.items():
-        if decoder is not None:
-            results["decode"][name]["slots_max_cache_len"] = decoder.max_cache_len
+        if "max_cache_len" in decoder.describe():
+            results["decode"][name]["slots_max_cache_len"] = decoder.describe()["max_cache_len"]
     for tokens, count in settings.compress_sizes:
         progress(f"compression {tokens} x {count}")
         results["compression"].append(compression_cost(reader.backbone, reader.compressor, tokens, count, settings.repeats,
@@ -129,7 +137,7 @@ def run_bench(reader: Reader, settings: BenchSettings, progress=print, trace_fil
             name: generate_step_seconds(results["serving"], row["context_tokens"], name) for name in decoders
         }
     for name, decoder in decoders.items():
-        if decoder is not None and decoder.compiled_steps:
+        if decoder.describe()["compiled"]:
             results["decode"][name]["compile_warmup_seconds"] = compile_warmup_seconds(results["serving"], name)
             results["decode"][name].update({k: v - before[k] for k, v in _compile_counters().items()})
     if settings.ask_document_tokens:
@@ -253,10 +261,10 @@ def serving_markdown(results: dict) -> list[str]:
     rows = results["serving"]
     paths = decode_paths_of(rows)
     lines = [
-        "Each batch decodes exactly the stated number of new tokens (EOS suppressed). (b) and (c) reuse a cache "
+        "Each batch decodes exactly the stated number of new tokens (no stop tokens). (b) and (c) reuse a cache "
         "computed once per document and batch every question (pads between the cached prefix and the prompts). "
         "Decode paths: eager = transformers' dynamic cache, eager forward; static = static caches, decode step "
-        "compiled by generate; graph = static caches decoded by our own loop (graph_decoding.py: question prefill "
+        "compiled by generate; graph = static caches decoded by our own loop (decoding/graph.py: question prefill "
         "compiled per length bucket, decode steps compiled with the argmax inside, no wait on the device per step). "
         "First calls, which compile, are kept out of the medians.",
         "",

@@ -7,9 +7,10 @@
     computed once, and each question only prefills itself.
 
 Each is timed once per decode path: "eager" (transformers' dynamic cache, eager forward),
-"static" (static caches with generate's compiled decode step, static_decoding.py) and "graph"
-(the same caches decoded by our own compiled loop, graph_decoding.py). The first call of each is
-timed apart: on the compiled paths it compiles, and it is kept out of the medians.
+"static" (static caches with generate's compiled decode step, decoding/static.py) and "graph"
+(the same caches decoded by our own compiled loop, decoding/graph.py). The first call of each is
+timed apart: on the compiled paths it compiles, and it is kept out of the medians. The decoders
+have no stop tokens, so every batch decodes exactly its stated number of new tokens.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import time
 
 import torch
 
-from ..decoding import build_decoder_batch, cached_answers, prefill
+from ..assembly import LEFT
+from ..decoding import Decoder, EagerDecoder
+from ..prefix import SoftPrefix, SoftPrefixBatch
 from ..reader import Reader
-from ..static_decoding import StaticDecoder
 from .compression import random_contexts
 from .timing import median_seconds
 
@@ -47,13 +49,13 @@ def serving_prompts(reader: Reader, batch: int) -> list[list[int]]:
 
 def serving_costs(
     reader: Reader, context_tokens: int, batch: int, new_tokens: int, repeats: int = 3,
-    decoders: dict[str, StaticDecoder | None] | None = None,
-    slot_decoders: dict[str, StaticDecoder | None] | None = None,
+    decoders: dict[str, Decoder] | None = None,
+    slot_decoders: dict[str, Decoder] | None = None,
 ) -> dict:
     """Per-question latency of (a), (b), (c) for one batch of `batch` questions, and one-time costs.
 
-    decoders: decode path name -> its StaticDecoder (None: the eager dynamic cache); default eager
-    only. slot_decoders: the same paths' decoders for (c), whose caches need only hold the slots
+    decoders: decode path name -> its decoder (stop tokens none, so that every batch decodes
+    exactly `new_tokens`); default an eager one only. slot_decoders: the same paths' decoders for (c), whose caches need only hold the slots
     (default: `decoders`). Each path's numbers go under `paths`; the eager path's also at the top
     level, where results files kept them before there were decode paths.
     """
@@ -66,7 +68,7 @@ def serving_costs(
     row["slots"] = document.num_slots
     slots = document.prefix().to(device)
     prompts = serving_prompts(reader, batch)
-    decoders = decoders or {"eager": None}
+    decoders = decoders or {"eager": EagerDecoder(backbone, stops=())}
     row["paths"] = {
         name: path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder,
                          (slot_decoders or decoders)[name])
@@ -78,18 +80,19 @@ def serving_costs(
             costs["c_answers_as_eager"] = sum(a == b for a, b in zip(costs["c_answers"], reference, strict=True))
         row.update({k: v for k, v in row["paths"]["eager"].items()
                     if k not in ("first_call_seconds", "c_answers", "c_answers_as_eager")})
-    row["memory"] = document_memory(reader, prefill(backbone, full), prefill(backbone, slots), document)
+    eager = EagerDecoder(backbone)
+    row["memory"] = document_memory(reader, eager.prefill(full), eager.prefill(slots), document)
     return row
 
 
-def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: StaticDecoder | None,
-               slot_decoder: StaticDecoder | None = None) -> dict:
+def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: Decoder,
+               slot_decoder: Decoder | None = None) -> dict:
     """(a), (b), (c) through one decode path: batch seconds (median), per question, one-time prefills.
     (c) decodes through `slot_decoder` where given (the same path, caches sized for the slots)."""
     slot_decoder = slot_decoder if slot_decoder is not None else decoder
     device, batch = backbone.device, len(prompts)
-    # a server batches every question, pads and all (decoding.py explains the sliding-window nuance)
-    decode = dict(max_new_tokens=new_tokens, force_new_tokens=True, exact=False)
+    # a server batches every question, pads and all (decoding/base.py explains the sliding-window nuance)
+    decode = dict(max_new_tokens=new_tokens, exact=False)
     costs: dict = {"first_call_seconds": {}}
 
     def timed(mode: str, run) -> None:
@@ -97,14 +100,14 @@ def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: Sta
         costs[f"{mode}_batch_seconds"] = median_seconds(run, device, repeats)
 
     timed("a_full_context", lambda: _full_batch(backbone, full, prompts, new_tokens, decoder))
-    context_cache = prefill(backbone, full, decoder)
-    costs["b_prefill_seconds"] = median_seconds(lambda: prefill(backbone, full, decoder), device, repeats)
-    timed("b_prefix_cache", lambda: cached_answers(backbone, context_cache, prompts, **decode))
-    slot_cache = prefill(backbone, slots, slot_decoder)
-    costs["c_slot_prefill_seconds"] = median_seconds(lambda: prefill(backbone, slots, slot_decoder), device, repeats)
+    context_cache = decoder.prefill(full)
+    costs["b_prefill_seconds"] = median_seconds(lambda: decoder.prefill(full), device, repeats)
+    timed("b_prefix_cache", lambda: decoder.cached_answers(context_cache, prompts, **decode))
+    slot_cache = slot_decoder.prefill(slots)
+    costs["c_slot_prefill_seconds"] = median_seconds(lambda: slot_decoder.prefill(slots), device, repeats)
 
     def c_batch() -> None:  # its answers are kept, for the check against the eager path's
-        costs["c_answers"] = cached_answers(backbone, slot_cache, prompts, **decode)
+        costs["c_answers"] = slot_decoder.cached_answers(slot_cache, prompts, **decode)
 
     timed("c_slots", c_batch)
     for mode in MODES:
@@ -116,11 +119,10 @@ def path_costs(backbone, full, slots, prompts, new_tokens, repeats, decoder: Sta
     return costs
 
 
-def _full_batch(backbone, full, prompts, new_tokens, decoder=None):
-    """(a) with exactly `new_tokens` per row, through the same left-padded path as evaluation."""
-    batch = build_decoder_batch(backbone, [full] * len(prompts), prompts)
-    backbone.generate(batch.inputs_embeds, batch.attention_mask, max_new_tokens=new_tokens, force_new_tokens=True,
-                      decoder=decoder)
+def _full_batch(backbone, full, prompts, new_tokens, decoder: Decoder):
+    """(a): the same left-padded `[BOS] + context + prompt` batch as evaluation reads, tokens only."""
+    inputs = SoftPrefixBatch.stack([SoftPrefix(full)] * len(prompts)).inputs(backbone, prompts, side=LEFT)
+    decoder.generate(inputs, new_tokens)
 
 
 def document_memory(reader: Reader, context_cache, slot_cache, document) -> dict:

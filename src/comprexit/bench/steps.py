@@ -6,19 +6,15 @@ around it: each step's inputs and masks, logits processors, stopping checks. Tim
 inputs and forward alone (batch of questions, one new token, over a cache of the whole document)
 splits the two. The compiled step is the very callable generate decodes with (`get_compiled_call`
 of the model), so it reuses generate's compiled graphs; a GraphDecoder's step is its own compiled
-step, argmax and bookkeeping included.
+step, argmax and bookkeeping included. Each decoder builds its own step (`Decoder.stepper`).
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from ..backbone import Backbone
-from ..decoding import prefill
-from ..graph_decoding import GraphDecoder
-from ..static_decoding import StaticDecoder
+from ..decoding import Decoder
 from .compression import random_contexts
 from .timing import median_seconds
 
@@ -26,35 +22,13 @@ STEPS, WARMUP = 10, 3  # positions the profile appends to a cache: STEPS + WARMU
 
 
 @torch.no_grad()
-def decode_step_seconds(backbone: Backbone, prefix: torch.Tensor, batch: int, decoder: StaticDecoder | None) -> float:
+def decode_step_seconds(backbone: Backbone, prefix: torch.Tensor, batch: int, decoder: Decoder) -> float:
     """Median seconds of one decode step (inputs + forward) for `batch` rows after `[BOS] + prefix`."""
-    model, device = backbone.model, backbone.device
-    cache = prefill(backbone, prefix, decoder)
-    if decoder is None:
-        past, forward = copy.deepcopy(cache.past_key_values), model.__call__
-        past.batch_repeat_interleave(batch)
-    else:
-        past = decoder.load(cache.past_key_values, cache.max_cache_len, batch, cache.length + STEPS + WARMUP)
-        if isinstance(decoder, GraphDecoder):
-            return median_seconds(decoder.stepper(past), device, STEPS, warmup=WARMUP)
-        forward = model.get_compiled_call(decoder.compile_config) if decoder.compile_config else model.__call__
-    ids = torch.full((batch, 1), backbone.pad_token_id, dtype=torch.long, device=device)
-    seen = [cache.length]
-
-    def step():
-        mask = torch.ones(batch, seen[0] + 1, dtype=torch.long, device=device)
-        positions = torch.full((batch, 1), seen[0], dtype=torch.long, device=device)
-        inputs = model.prepare_inputs_for_generation(
-            ids, next_sequence_length=1, past_key_values=past, attention_mask=mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1,
-        )
-        forward(**inputs, return_dict=True)
-        seen[0] += 1
-
-    return median_seconds(step, device, STEPS, warmup=WARMUP)
+    step = decoder.stepper(decoder.prefill(prefix), batch, STEPS + WARMUP)
+    return median_seconds(step, backbone.device, STEPS, warmup=WARMUP)
 
 
-def step_profile(backbone: Backbone, context_tokens: int, batch: int, decoders: dict[str, StaticDecoder | None]) -> dict:
+def step_profile(backbone: Backbone, context_tokens: int, batch: int, decoders: dict[str, Decoder]) -> dict:
     """One decode step per decode path over a `context_tokens` document (random tokens, as in serving)."""
     context = random_contexts(backbone, context_tokens, 1, seed=context_tokens)[0]
     prefix = backbone.embed(torch.tensor(context, device=backbone.device))

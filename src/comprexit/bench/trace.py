@@ -25,9 +25,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from ..decoding import cached_answers, prefill
+from ..decoding import Decoder
 from ..reader import Reader
-from ..static_decoding import StaticDecoder
 from .compression import random_contexts
 from .serving import serving_prompts
 from .timing import synchronize
@@ -39,7 +38,7 @@ TOP = 12
 
 def trace_question_batches(
     reader: Reader, context_tokens: int, batch: int, new_tokens: int,
-    decoders: dict[str, StaticDecoder | None], trace_files: Path | None = None,
+    decoders: dict[str, Decoder], trace_files: Path | None = None,
 ) -> dict:
     """Profile one warm (c) batch per decode path; with `trace_files` (the results file), write each
     path's Chrome trace beside it as `<name>.trace-<path>.json.gz`."""
@@ -49,10 +48,10 @@ def trace_question_batches(
     prompts = serving_prompts(reader, batch)
     result: dict = {"context_tokens": context_tokens, "batch": batch, "new_tokens": new_tokens, "paths": {}}
     for name, decoder in decoders.items():
-        cache = prefill(backbone, slots, decoder)
+        cache = decoder.prefill(slots)
 
-        def run():
-            cached_answers(backbone, cache, prompts, max_new_tokens=new_tokens, force_new_tokens=True, exact=False)
+        def run(decoder=decoder, cache=cache):
+            decoder.cached_answers(cache, prompts, max_new_tokens=new_tokens, exact=False)
 
         path = None if trace_files is None else trace_files.with_name(f"{trace_files.stem}.trace-{name}.json.gz")
         result["paths"][name] = trace_batch(run, backbone.model, backbone.device, path)

@@ -17,11 +17,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..decoding import greedy_answers
+from ..decoding import PAPER, EagerDecoder, get_answer_rule
 from ..errors import ConfigError
 from ..methods.base import Method
-from ..prompting import DEFAULT_TEMPLATE, PromptTemplate, postprocess_answer
 from ..data.qa import QADataset, keep_tail
+from ..prompting import DEFAULT_TEMPLATE, PromptTemplate
 from .metrics import ScoreTotals, average_over_datasets, score
 
 
@@ -120,6 +120,7 @@ def evaluate(
 
 def _evaluate_one(method, name, dataset, settings, template, log, show_progress):
     backbone = method.backbone
+    decoder, answer = EagerDecoder(backbone), get_answer_rule(PAPER)  # every reported number: the paper's cut
     token_cache: dict[str, tuple[list[int], bool]] = {}
     contexts, prompts = [], []
     for example in dataset:
@@ -136,9 +137,9 @@ def _evaluate_one(method, name, dataset, settings, template, log, show_progress)
         for i in batch:
             unique.setdefault(tuple(contexts[i]), len(unique))
         prefix = method.prepare([list(c) for c in unique])
-        prefixes = [prefix.embeds[unique[tuple(contexts[i])]] for i in batch]
-        raw = greedy_answers(backbone, prefixes, [prompts[i] for i in batch], settings.max_new_tokens)
-        log.record(name, [(i, postprocess_answer(text)) for i, text in zip(batch, raw)])
+        prefixes = [prefix.rows[unique[tuple(contexts[i])]] for i in batch]
+        raw = decoder.answers(prefixes, [prompts[i] for i in batch], settings.max_new_tokens)
+        log.record(name, [(i, answer(text)) for i, text in zip(batch, raw)])
         bar.update(len(batch))
     bar.close()
 

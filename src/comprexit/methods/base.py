@@ -17,30 +17,27 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
-import torch
-
 from ..backbone import Backbone
 from ..errors import ConfigError
-from ..prefix import KVPrefix
+from ..prefix import Prefix
 
 
 @dataclass
 class DecoderPrefix:
-    """What the decoder reads before the prompt, one entry per context.
+    """What the decoder reads before the prompt: one `Prefix` per context, all of one kind.
 
-    embeds: per context a (positions, hidden) tensor in input-embedding space, read between
-        `[BOS]` and the prompt (soft prompts, slots and kept tokens all fit here); None for
-        nothing (the no-context bound); or a `KVPrefix`, keys and values the decoder attends
-        to before `[BOS] + prompt` (500xCompressor).
+    rows: `SoftPrefix`es (input-embedding vectors read between `[BOS]` and the prompt: soft
+        prompts, slots and kept tokens; an empty one for nothing, the no-context bound) or
+        `KVPrefix`es (keys and values the decoder attends to before `[BOS] + prompt`, 500x).
     """
 
-    embeds: list[torch.Tensor | KVPrefix | None]
+    rows: list[Prefix]
 
     def __len__(self) -> int:
-        return len(self.embeds)
+        return len(self.rows)
 
     def positions(self) -> list[int]:
-        return [0 if e is None else len(e) if isinstance(e, KVPrefix) else int(e.shape[0]) for e in self.embeds]
+        return [len(row) for row in self.rows]
 
 
 class Method(ABC):

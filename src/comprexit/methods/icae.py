@@ -25,6 +25,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..assembly import Tokens, Vectors, assemble
 from ..backbone import Backbone
 from ..config import ConfigFields, is_int_at_least, is_number
 from ..errors import ConfigError, InputError
@@ -151,15 +152,13 @@ class MemoryTokenEncoder(ContextEncoder):
                 f"{self.method} was built for contexts of at most {self.config.max_context_tokens} tokens, "
                 f"got {max(len(c) for c in contexts)}"
             )
-        nb = len(backbone.bos_ids)
         device = backbone.device
-        ids, mask = backbone.right_padded([backbone.bos_ids + c + [backbone.pad_token_id] * m for c, m in zip(contexts, counts)])
-        embeds = backbone.embed(ids)
+        inputs = assemble(backbone, Tokens([backbone.bos_ids + c for c in contexts]), Vectors(self.memory, counts))
+        embeds = inputs.embeds()  # (batch, width, hidden), right-padded
         rows = torch.arange(len(contexts)).repeat_interleave(torch.tensor(counts)).to(device)
         slot = torch.cat([torch.arange(m) for m in counts]).to(device)  # memory index within its row
-        cols = torch.tensor([nb + len(c) for c in contexts], device=device)[rows] + slot
-        embeds = embeds.index_put((rows, cols), self.memory[slot].to(embeds.dtype))
-        positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
+        cols = torch.tensor(inputs.starts[1], device=device)[rows] + slot
+        mask, positions = inputs.attention_mask, inputs.position_ids
         return self.readout(embeds, mask, positions, rows, slot, cols, counts)
 
     def readout(self, embeds, mask, positions, rows, slot, cols, counts):

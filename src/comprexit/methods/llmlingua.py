@@ -49,6 +49,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..prefix import SoftPrefix
 from .base import DecoderPrefix, Method, register_method
 
 LLMLINGUA_VERSION = "0.2.2"
@@ -112,11 +113,7 @@ class LLMLingua(Method):
 
     @torch.no_grad()
     def prepare(self, contexts: Sequence[Sequence[int]]) -> DecoderPrefix:
-        embeds = []
-        for context in contexts:
-            kept = self.keep(context)
-            embeds.append(self.backbone.embed(torch.tensor(kept, dtype=torch.long)) if kept else None)
-        return DecoderPrefix(embeds)
+        return DecoderPrefix([SoftPrefix.of_tokens(self.backbone, self.keep(context)) for context in contexts])
 
     def settings(self) -> dict[str, Any]:
         import llmlingua

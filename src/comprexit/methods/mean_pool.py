@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from ..prefix import SoftPrefix
 from .base import DecoderPrefix, register_method
 from .truncation import RatioBudget
 
@@ -26,5 +27,5 @@ class MeanPool(RatioBudget):
         for context in contexts:
             embeds = self.backbone.embed(torch.tensor(list(context), device=device)).float()
             fields = embeds.split(self.ratio)  # the last field may be shorter
-            prefixes.append(torch.stack([f.mean(0) for f in fields]).to(self.backbone.dtype))
+            prefixes.append(SoftPrefix(torch.stack([f.mean(0) for f in fields]).to(self.backbone.dtype)))
         return DecoderPrefix(prefixes)

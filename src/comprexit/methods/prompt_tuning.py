@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..assembly import Tokens, assemble
 from ..backbone import Backbone, BackboneIdentity
 from ..config import ConfigFields, is_int_at_least
 from ..errors import ConfigError
@@ -67,8 +68,7 @@ class PromptTuningEncoder(ContextEncoder):
         return cls(config, backbone.identity, backbone, init).to(backbone.device)
 
     def forward(self, batch: ContextBatch) -> SoftPrefixBatch:
-        ids, _ = self.backbone.right_padded(batch.contexts)
-        context = self.backbone.embed(ids)  # (batch, tokens, hidden); padding beyond each row's length
+        context = assemble(self.backbone, Tokens(batch.contexts)).embeds()  # (batch, tokens, hidden), right-padded
         soft = self.tokens.to(context.dtype).expand(len(batch.contexts), -1, -1)
         n = self.config.virtual_tokens
         return SoftPrefixBatch(torch.cat([soft, context], dim=1), [n + len(c) for c in batch.contexts])

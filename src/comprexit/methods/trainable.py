@@ -133,14 +133,10 @@ class ContextEncoder(nn.Module):
         return None
 
     # ------------------------------------------------------------------ save / load
-    def extra_meta(self) -> dict[str, Any]:
-        """Values besides the config that loading needs (none by default)."""
-        return {}
-
     def save_pretrained(self, directory: str | Path) -> Path:
         """The trained tensors and a JSON config (method, config, backbone identity, parameter count)."""
         meta = {"method": self.method, "config": self.config.to_dict(), "backbone": self.identity.to_dict(),
-                "parameters": self.parameter_count(), **self.extra_meta()}
+                "parameters": self.parameter_count()}
         return save_folder(directory, self, meta)
 
     @classmethod

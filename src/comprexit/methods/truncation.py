@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
-
 from ..backbone import Backbone
 from ..config import is_int_at_least
 from ..errors import ConfigError
+from ..prefix import SoftPrefix
 from .base import DecoderPrefix, Method, register_method
 
 
@@ -38,9 +37,8 @@ class Truncation(RatioBudget):
         raise NotImplementedError
 
     def prepare(self, contexts: Sequence[Sequence[int]]) -> DecoderPrefix:
-        device = self.backbone.device
         kept = [self.keep(list(c), math.ceil(len(c) / self.ratio)) for c in contexts]
-        return DecoderPrefix([self.backbone.embed(torch.tensor(k, device=device)) for k in kept])
+        return DecoderPrefix([SoftPrefix.of_tokens(self.backbone, k) for k in kept])
 
 
 @register_method("truncate-last")

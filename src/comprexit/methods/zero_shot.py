@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
+from ..prefix import SoftPrefix
 from .base import DecoderPrefix, Method, register_method
 
 
@@ -14,8 +13,7 @@ class FullContext(Method):
     """Upper bound without training: `[BOS] + context tokens + prompt`."""
 
     def prepare(self, contexts: Sequence[Sequence[int]]) -> DecoderPrefix:
-        device = self.backbone.device
-        return DecoderPrefix([self.backbone.embed(torch.tensor(list(c), device=device)) for c in contexts])
+        return DecoderPrefix([SoftPrefix.of_tokens(self.backbone, c) for c in contexts])
 
 
 @register_method("no-context")
@@ -23,4 +21,4 @@ class NoContext(Method):
     """Lower bound: `[BOS] + prompt`; what the model knows without the document."""
 
     def prepare(self, contexts: Sequence[Sequence[int]]) -> DecoderPrefix:
-        return DecoderPrefix([None] * len(contexts))
+        return DecoderPrefix([SoftPrefix.of_tokens(self.backbone, []) for _ in contexts])

@@ -151,37 +151,11 @@ def decoder_inputs(
     prefix: (batch, P, hidden) vectors whose first `prefix_lengths[i]` of row i are real (the
         compressor's slots: its non-empty slots always come first); None for no prefix.
     insert: an optional (hidden,) vector placed right after each row's real prefix.
-    Returns (embeddings, attention mask, per-row offset of the first target token).
-
-    Built with one scatter for the whole batch rather than row by row, so a step costs a
-    handful of kernels and no host synchronisation.
+    Returns (embeddings, attention mask, per-row offset of the first target token); laid out by
+    assembly.py in one scatter, nothing read back from the device.
     """
-    device, dtype, hidden = backbone.device, backbone.dtype, backbone.hidden_size
-    batch = len(targets)
-    bos = backbone.bos_ids
-    nb = len(bos)
-    counts = [int(n) for n in prefix_lengths] if prefix is not None else [0] * batch
-    longest = max(len(t) for t in targets)
-    ids, _ = backbone.right_padded(targets)
-    target_embeds = backbone.embed(ids)  # (batch, longest, hidden)
-    parts = [backbone.embed(torch.tensor(bos, dtype=torch.long, device=device)).expand(batch, nb, hidden)]
-    if prefix is not None:
-        parts.append(prefix.to(dtype))
-    parts.append(torch.zeros(batch, longest + (insert is not None), hidden, dtype=dtype, device=device))
-    embeds = torch.cat(parts, dim=1)
-    if insert is not None:
-        rows = torch.arange(batch, device=device)
-        embeds = embeds.index_put((rows, torch.tensor(counts, device=device) + nb), insert.to(dtype).expand(batch, hidden))
-        counts = [c + 1 for c in counts]
-    offsets = [nb + c for c in counts]
-    rows = torch.arange(batch).repeat_interleave(longest)
-    cols = (torch.tensor(offsets)[:, None] + torch.arange(longest)[None, :]).reshape(-1)
-    embeds = embeds.index_put((rows.to(device), cols.to(device)), target_embeds.reshape(-1, hidden))
-    lengths = torch.tensor([o + len(t) for o, t in zip(offsets, targets)])
-    width = int(lengths.max())
-    embeds = embeds[:, :width]
-    mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(device)
-    return embeds, mask, offsets
+    inputs = _soft(backbone, prefix, prefix_lengths, len(targets)).inputs(backbone, targets, insert)
+    return inputs.embeds(), inputs.attention_mask, inputs.starts[-1]
 
 
 def decoder_hidden(
@@ -192,9 +166,11 @@ def decoder_hidden(
     insert: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Final hidden states of `decoder_inputs(...)`, and the per-row offset of the first target token."""
-    embeds, mask, offsets = decoder_inputs(backbone, prefix, prefix_lengths, targets, insert)
-    positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
-    return backbone.final_hidden(embeds, mask, positions), offsets
+    return _soft(backbone, prefix, prefix_lengths, len(targets)).final_states(backbone, targets, insert)
+
+
+def _soft(backbone: Backbone, prefix: torch.Tensor | None, lengths: Sequence[int], rows: int) -> SoftPrefixBatch:
+    return SoftPrefixBatch.empty(backbone, rows) if prefix is None else SoftPrefixBatch(prefix, [int(n) for n in lengths])
 
 
 def kv_decoder_hidden(
@@ -205,11 +181,7 @@ def kv_decoder_hidden(
     Positions continue from the prefix's (`next_positions`); the returned states and offsets
     index the new positions only.
     """
-    embeds, mask, offsets = decoder_inputs(backbone, None, [0] * len(targets), targets, insert)
-    start = torch.tensor(prefix.next_positions, device=embeds.device)[:, None]
-    positions = start + torch.arange(embeds.shape[1], device=embeds.device)[None, :]
-    attention = torch.cat([prefix.mask(), mask], dim=1)
-    return backbone.final_hidden(embeds, attention, positions, past_key_values=prefix.cache(backbone)), offsets
+    return prefix.final_states(backbone, targets, insert)
 
 
 def prefix_hidden(
@@ -219,9 +191,7 @@ def prefix_hidden(
     insert: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """The decoder's final hidden states over `targets` read after each row's prefix, of either kind."""
-    if isinstance(prefix, KVPrefixBatch):
-        return kv_decoder_hidden(backbone, prefix, targets, insert)
-    return decoder_hidden(backbone, prefix.embeds, prefix.lengths, targets, insert)
+    return prefix.final_states(backbone, targets, insert)
 
 
 def frozen_pass(
@@ -232,26 +202,23 @@ def frozen_pass(
     One frozen pass over `[BOS] + context (+ targets when distilling)` gives both: every
     layer's states of the context for an encoder that reads them (ComprExIT), and, causal as
     the model is, the full-context teacher. Encoders that read only token ids skip it when
-    there is nothing to distil.
+    there is nothing to distil. It is `Backbone.frozen_pass`, the pass `Backbone.encode` runs at
+    inference, so the compressor reads the same states in training and in use.
     """
     contexts = [list(e.context) for e in examples]
     batch = ContextBatch(contexts)
     if not states and not teacher:
         return batch, None
     device = backbone.device
-    nb = len(backbone.bos_ids)
-    sequences = [backbone.bos_ids + c + (list(e.targets) if teacher else []) for c, e in zip(contexts, examples)]
-    ids, attention = backbone.right_padded(sequences)
-    with torch.no_grad():
-        out = backbone.model.base_model(input_ids=ids, attention_mask=attention, output_hidden_states=states, use_cache=False)
+    out = backbone.frozen_pass([c + (list(e.targets) if teacher else []) for c, e in zip(contexts, examples)], all_layers=states)
     if states:
         longest = max(len(c) for c in contexts)
-        batch.hidden_states = torch.stack([h[:, nb : nb + longest] for h in out.hidden_states], dim=2)
+        batch.hidden_states = out.layers(longest)
         batch.mask = torch.arange(longest, device=device)[None, :] < torch.tensor([len(c) for c in contexts], device=device)[:, None]
     teacher_states = None
     if teacher:
-        rows, positions, _ = _scored(examples, [nb + len(c) for c in contexts])
-        teacher_states = out.last_hidden_state[rows.to(device), positions.to(device)]
+        rows, positions, _ = _scored(examples, [out.first + len(c) for c in contexts])
+        teacher_states = out.last[rows.to(device), positions.to(device)]
     return batch, teacher_states
 
 
@@ -308,15 +275,13 @@ def combined_loss(losses: BatchLosses, weights: LossWeights) -> torch.Tensor:
 @torch.no_grad()
 def reference_losses(backbone: Backbone, examples: Sequence[Example], batch_size: int) -> dict[str, float]:
     """Mean target CE of the frozen model with the full context and with none: the gap's two ends."""
-    nb = len(backbone.bos_ids)
     sums = {"full": 0.0, "none": 0.0}
     count = 0
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
-        sequences = [backbone.bos_ids + list(e.context) + list(e.targets) for e in batch]
-        ids, attention = backbone.right_padded(sequences)
-        final = backbone.model.base_model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
-        rows, pos, labels = _scored(batch, [nb + len(e.context) for e in batch])
+        out = backbone.frozen_pass([list(e.context) + list(e.targets) for e in batch], all_layers=False)
+        final = out.last
+        rows, pos, labels = _scored(batch, [out.first + len(e.context) for e in batch])
         ce, _ = token_losses(backbone, final[rows.to(final.device), pos.to(final.device)], labels.to(final.device))
         sums["full"] += float(ce)
         final, offsets = decoder_hidden(backbone, None, [0] * len(batch), [e.targets for e in batch])

@@ -1,6 +1,6 @@
 """Greedy decoding from static caches through a loop of our own, compiled, without `generate`.
 
-Why: on an H100 the decode step that generate compiles (static_decoding.py) takes 2.6 ms for
+Why: on an H100 the decode step that generate compiles (static.py) takes 2.6 ms for
 Gemma-3-270M at batch 8 over 2048 tokens (results/bench/h100-graph-2048.md), while its 536 MB of
 bf16 weights take ~0.16 ms to read at the H100's 3.35 TB/s; around it generate runs the
 question prefill eagerly and, per step, builds inputs and masks, processes logits and checks
@@ -32,20 +32,26 @@ from __future__ import annotations
 
 import logging
 import types
-import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from transformers import CompileConfig
-from transformers.cache_utils import Cache, StaticLayer
+from transformers.cache_utils import Cache
 
-from .errors import ConfigError
-from .static_decoding import StaticDecoder, check_fits
+from ..assembly import DecoderInputs
+from ..errors import ConfigError
+from .base import Decoder
+from .cache import PrefixCache
+from .static_caches import RESERVE, FullLengthLayout, StaticCaches, check_fits
+
+if TYPE_CHECKING:
+    from ..backbone import Backbone
 
 logger = logging.getLogger(__name__)
 
 BUCKET = 64  # question prefills are padded to a multiple of this many positions
-CHECK_EVERY = 8  # decode steps between checks whether every row has ended (when EOS may stop)
+CHECK_EVERY = 8  # decode steps between checks whether every row has ended (when stop tokens may end rows)
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
@@ -57,7 +63,7 @@ class StepState:
         slots are hidden by the causal mask until an answer token is written there).
     tokens, positions: (batch, 1) the token each row reads next and its position id.
     answers: (batch, cache length) tokens chosen so far, `step` of them; done: (batch,) a stop token seen.
-    bias: (vocab,) added to the logits: -inf on stop tokens while they are suppressed, else 0.
+    stops: (stops,) the stop token ids ([-1], which matches no token, when there are none).
     """
 
     valid: torch.Tensor
@@ -66,19 +72,17 @@ class StepState:
     answers: torch.Tensor
     step: torch.Tensor
     done: torch.Tensor
-    bias: torch.Tensor
     stops: torch.Tensor
 
     @classmethod
-    def allocate(cls, batch: int, length: int, vocab: int, stops: list[int], device: torch.device) -> "StepState":
+    def allocate(cls, batch: int, length: int, stops: Sequence[int], device: torch.device) -> "StepState":
         long = dict(dtype=torch.long, device=device)
         state = cls(
             valid=torch.zeros(batch, length, dtype=torch.bool, device=device),
             tokens=torch.zeros(batch, 1, **long), positions=torch.zeros(batch, 1, **long),
             answers=torch.zeros(batch, length, **long), step=torch.zeros(1, **long),
             done=torch.zeros(batch, dtype=torch.bool, device=device),
-            bias=torch.zeros(vocab, dtype=torch.float32, device=device),
-            stops=torch.tensor(stops or [-1], **long),  # -1: no stop token (matches no token)
+            stops=torch.tensor(list(stops) or [-1], **long),
         )
         for tensor in vars(state).values():
             torch._dynamo.mark_static_address(tensor)
@@ -87,7 +91,7 @@ class StepState:
 
 def _choose(state: StepState, logits: torch.Tensor) -> None:
     """Greedy token per row from (batch, vocab) logits, written into the state."""
-    token = (logits.float() + state.bias).argmax(-1, keepdim=True)
+    token = logits.float().argmax(-1, keepdim=True)
     state.tokens.copy_(token)
     state.answers.index_copy_(1, state.step, token)
     state.step.add_(1)
@@ -120,157 +124,116 @@ def decode_step(model, cache: Cache, state: StepState) -> None:
     _choose(state, out.logits[:, -1])
 
 
-class GraphDecoder(StaticDecoder):
+class GraphDecoder(Decoder):
     """Static caches with a greedy loop of our own: compiled prefill per bucket, compiled decode steps.
 
-    Plugs in wherever a `StaticDecoder` does (`Backbone.generate(..., decoder=...)`, `prefill`,
-    `cached_answers`, `Reader(decoder=...)`) and gives the same tokens.
+    Plugs in wherever a decoder does (`Reader(decoder=...)`, the bench) and gives the same tokens.
+    max_cache_len, reserve: as a `StaticDecoder`'s (static_caches.py).
     compile_config: torch.compile settings (always `fullgraph=True, dynamic=False`); None runs the
         same functions eagerly (for tests: compiling costs seconds even with the "eager" backend).
     bucket: question prefills are padded on the right to a multiple of this (less where the cache
         has no room), so that each bucket compiles once.
     """
 
-    def __init__(self, backbone, max_cache_len: int | None = None, compile_config: CompileConfig | None = None,
-                 reserve: int = 512, bucket: int = BUCKET, check_every: int = CHECK_EVERY):
-        super().__init__(backbone, max_cache_len, compile_config, reserve)
+    def __init__(self, backbone: "Backbone", max_cache_len: int | None = None,
+                 compile_config: CompileConfig | None = None, reserve: int = RESERVE, bucket: int = BUCKET,
+                 check_every: int = CHECK_EVERY, stops: Sequence[int] | None = None):
+        super().__init__(backbone, stops)
         if bucket < 1 or check_every < 1:
             raise ConfigError(f"bucket and check_every must be >= 1, got {bucket} and {check_every}")
         layer_types = set(getattr(backbone.config, "layer_types", None) or [])
         if layer_types - set(LAYER_TYPES):
             raise ConfigError(f"a GraphDecoder handles layer types {LAYER_TYPES}, this model has {sorted(layer_types)}")
+        self.caches = StaticCaches(backbone, FullLengthLayout(), max_cache_len, reserve)
+        self.compile_config = compile_config
         self.bucket, self.check_every = bucket, check_every
         self._states: dict[tuple[int, int], StepState] = {}
-        self._filled = weakref.WeakKeyDictionary()  # cache -> positions it holds, known on the host
         if compile_config is None:
-            self._prefill, self._step = prefill_step, decode_step
+            self._prefill_step, self._step = prefill_step, decode_step
         else:
             options = {**compile_config.to_dict(), "fullgraph": True, "dynamic": False}
-            self._prefill, self._step = _compiled(prefill_step, options), _compiled(decode_step, options)
+            self._prefill_step, self._step = _compiled(prefill_step, options), _compiled(decode_step, options)
 
     @classmethod
-    def compiled(cls, backbone, max_cache_len: int | None = None, mode: str = "reduce-overhead",
-                 backend: str = "inductor", reserve: int = 512) -> "GraphDecoder":
+    def compiled(cls, backbone: "Backbone", max_cache_len: int | None = None, mode: str = "reduce-overhead",
+                 backend: str = "inductor", reserve: int = RESERVE, stops: Sequence[int] | None = None) -> "GraphDecoder":
         """Prefill and decode steps compiled by torch.compile in `mode` with `backend` (any device)."""
-        return cls(backbone, max_cache_len, CompileConfig(fullgraph=True, dynamic=False, mode=mode, backend=backend),
-                   reserve)
+        config = CompileConfig(fullgraph=True, dynamic=False, mode=mode, backend=backend)
+        return cls(backbone, max_cache_len, config, reserve, stops=stops)
 
     def describe(self) -> dict:
-        return {**super().describe(), "loop": "own", "bucket": self.bucket}
-
-    # ------------------------------------------------------------------ caches
-    def _new_cache(self, length: int) -> Cache:
-        """Every layer a StaticLayer of `length` positions (the sliding window lives in the mask)."""
-        return Cache(layers=[StaticLayer(max_cache_len=length) for _ in range(self.backbone.identity.num_layers)])
-
-    def fresh(self, batch: int, positions: int) -> Cache:
-        cache = super().fresh(batch, positions)
-        self._filled[cache] = 0
-        return cache
-
-    def snapshot(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[Cache, int]:
-        cache, length = super().snapshot(inputs_embeds, attention_mask)
-        self._filled[cache] = inputs_embeds.shape[1]
-        return cache, length
-
-    def load(self, snapshot: Cache, length: int, batch: int, positions: int) -> Cache:
-        """The working cache for `batch` rows with the snapshot's positions copied into every row (only
-        those: the slots after them are written before anything attends to them)."""
-        check_fits(positions, length)
-        filled = self._filled[snapshot]
-        cache = self._working(batch, length)
-        for target, source in zip(cache.layers, snapshot.layers, strict=True):
-            for mine, theirs in ((target.keys, source.keys), (target.values, source.values)):
-                mine[:, :, :filled].copy_(theirs[:, :, :filled].expand(batch, -1, -1, -1))
-            target.cumulative_length.copy_(source.cumulative_length)
-        self._filled[cache] = filled
-        return cache
+        config = self.compile_config
+        return {**self.caches.describe(), "compiled": config is not None, "compile_mode": config.mode if config else None,
+                "compile_backend": config.backend if config else None, "loop": "own", "bucket": self.bucket}
 
     def _state(self, batch: int, length: int) -> StepState:
         key = (batch, length)
         if key not in self._states:
-            vocab = self.backbone.model.get_output_embeddings().weight.shape[0]
-            self._states[key] = StepState.allocate(batch, length, vocab, self.backbone.stop_token_ids,
-                                                   self.backbone.device)
+            self._states[key] = StepState.allocate(batch, length, self.stops, self.backbone.device)
         return self._states[key]
 
-    # ------------------------------------------------------------------ decoding
-    @torch.no_grad()
-    def generate(self, model, *, attention_mask: torch.Tensor, max_new_tokens: int,
-                 inputs_embeds: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
-                 past_key_values: Cache | None = None, position_ids: torch.Tensor | None = None,
-                 min_new_tokens: int | None = None, do_sample: bool = False, temperature: float | None = None,
-                 top_p: float | None = None, top_k: int | None = None, eos_token_id: list[int] | None = None,
-                 pad_token_id: int | None = None) -> torch.Tensor:
-        """Greedy tokens, shaped as `model.generate` returns them (after `input_ids`, if given).
+    # ------------------------------------------------------------------ the strategy
+    def _prefill(self, inputs: DecoderInputs) -> Cache:
+        return self.caches.snapshot(inputs)
 
-        Either left-padded `inputs_embeds` (decoded from the empty working cache), or `input_ids`
-        whose first positions `past_key_values` (a working cache from `load`) already holds.
-        `min_new_tokens == max_new_tokens` suppresses the stop tokens. Rows that end early go on
-        decoding; the caller cuts each row at its first stop token (`Backbone.generate` does), so
-        `pad_token_id` is not needed. The stop tokens are the backbone's (`eos_token_id` must be them).
+    def _generate(self, inputs: DecoderInputs, max_new_tokens: int) -> torch.Tensor:
+        cache = self.caches.fresh(inputs.rows, inputs.width + max_new_tokens)
+        return self._decode(cache, inputs.embeds(), inputs.attention_mask.bool(), inputs.position_ids, max_new_tokens)
+
+    def _generate_after(self, cache: PrefixCache, inputs: DecoderInputs, max_new_tokens: int) -> torch.Tensor:
+        working = self.caches.working(cache, inputs.rows, cache.length + inputs.width + max_new_tokens)
+        mask = inputs.attention_after(cache.mask).bool()
+        return self._decode(working, self.backbone.embed(inputs.input_ids), mask, inputs.position_ids, max_new_tokens)
+
+    @torch.no_grad()
+    def _decode(self, cache: Cache, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                max_new_tokens: int) -> torch.Tensor:
+        """(rows, steps) greedy tokens of a working cache holding `cached` positions, after new positions.
+
+        embeds: (rows, width, hidden) the new positions, left-padded; positions: (rows, width) their ids;
+        mask: (rows, cached + width) bool, the cached positions' then the new ones'.
+        Rows that end early go on decoding; the caller cuts each at its first stop token.
         """
-        if do_sample or any(value is not None for value in (temperature, top_p, top_k)):
-            raise ConfigError("a GraphDecoder decodes greedily only (no sampling settings)")
-        if eos_token_id is not None and list(eos_token_id) != list(self.backbone.stop_token_ids):
-            raise ConfigError(f"a GraphDecoder stops at the backbone's stop tokens {self.backbone.stop_token_ids}, "
-                              f"not {eos_token_id}")
-        if min_new_tokens not in (None, 0, max_new_tokens):
-            raise ConfigError(f"min_new_tokens must be 0 or max_new_tokens ({max_new_tokens}), got {min_new_tokens}")
         device = self.backbone.device
-        mask = attention_mask.to(device).bool()
         rows, seen = mask.shape
-        if inputs_embeds is not None:
-            cache, cached = self.fresh(rows, seen + max_new_tokens), 0
-            embeds = inputs_embeds.to(device, self.backbone.dtype)
-        else:
-            if past_key_values is None or past_key_values not in self._filled:
-                raise ConfigError("past_key_values must be a working cache of this GraphDecoder (from `load`)")
-            cache, cached = past_key_values, self._filled[past_key_values]
-            embeds = self.backbone.embed(input_ids[:, cached:].to(device))
-        if position_ids is None:  # as generate counts them: real positions only, pads at 0
-            position_ids = (mask.long().cumsum(-1) - 1).masked_fill(~mask, 0)
-        positions = position_ids.to(device)[:, cached:]
-        length, width = cache.layers[0].max_cache_len, seen - cached
-        check_fits(cached + width + max_new_tokens, length)
+        cached, length = self.caches.filled(cache), self.caches.length(cache)
+        width = seen - cached
+        check_fits(seen + max_new_tokens, length)
         state = self._state(rows, length)
         state.valid[:, :seen].copy_(mask)
         state.valid[:, seen:] = True
-        state.bias.zero_()
-        if min_new_tokens and self.backbone.stop_token_ids:
-            state.bias.index_fill_(0, state.stops, float("-inf"))
         bucket = max(width, min(-(-width // self.bucket) * self.bucket, length - cached))
         pads = bucket - width
-        embeds = torch.cat([embeds, embeds.new_zeros(rows, pads, embeds.shape[-1])], 1)
+        embeds = torch.cat([embeds.to(device, self.backbone.dtype), embeds.new_zeros(rows, pads, embeds.shape[-1])], 1)
         positions = torch.cat([positions, positions[:, -1:] + torch.arange(1, pads + 1, device=device)], 1)
         marks = torch.tensor([width - 1, pads], dtype=torch.long, device=device)
         with torch.profiler.record_function("question prefill"):
-            self._prefill(self.backbone.model, cache, state, embeds, positions, marks)
+            self._prefill_step(self.backbone.model, cache, state, embeds, positions, marks)
         steps = 1
         with torch.profiler.record_function("decode steps"):
             while steps < max_new_tokens:
                 self._step(self.backbone.model, cache, state)
                 steps += 1
-                if not min_new_tokens and steps % self.check_every == 0 and bool(state.done.all()):
+                if self.stops and steps % self.check_every == 0 and bool(state.done.all()):
                     break
-        self._filled[cache] = cached + width + steps - 1  # the last chosen token is not in the cache
-        tokens = state.answers[:, :steps].clone()
-        return tokens if input_ids is None else torch.cat([input_ids.to(device), tokens], 1)
+        self.caches.set_filled(cache, seen + steps - 1)  # the last chosen token is not in the cache
+        return state.answers[:, :steps].clone()
 
-    def stepper(self, cache: Cache):
-        """A callable running one decode step on a loaded working cache (pad tokens, every slot real),
-        as `comprexit bench` times steps; each call appends one position."""
-        rows, length = cache.layers[0].keys.shape[0], cache.layers[0].max_cache_len
-        state, filled = self._state(rows, length), self._filled[cache]
+    def stepper(self, cache: PrefixCache, rows: int, steps: int) -> Callable[[], None]:
+        """One compiled decode step on a loaded working cache (pad tokens, every slot real); each call
+        appends one position."""
+        working = self.caches.working(cache, rows, cache.length + steps)
+        length = self.caches.length(working)
+        state = self._state(rows, length)
         state.valid.fill_(True)
         state.tokens.fill_(self.backbone.pad_token_id)
-        state.positions.fill_(filled)
+        state.positions.fill_(cache.length)
         state.step.zero_()
 
         def step() -> None:
-            check_fits(self._filled[cache] + 1, length)
-            self._step(self.backbone.model, cache, state)
-            self._filled[cache] += 1
+            check_fits(self.caches.filled(working) + 1, length)
+            self._step(self.backbone.model, working, state)
+            self.caches.set_filled(working, self.caches.filled(working) + 1)
 
         return step
 
