@@ -148,7 +148,7 @@ def test_icae_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
     assert losses[0] == losses[1]
     a, b = (load_file(tmp_path / run / "final" / "comprexit.safetensors") for run in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    saved = load_file(tmp_path / "b" / "checkpoints" / "step-0000005" / "model.safetensors")
+    saved = load_file(tmp_path / "b" / "checkpoints" / "step-0000005" / "trainable.safetensors")
     assert sum(t.numel() for t in saved.values()) == fresh_encoder("icae", backbone).parameter_count()
 
 
