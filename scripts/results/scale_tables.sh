@@ -15,3 +15,8 @@ python -m comprexit table $R/eval/scale_*.json results/qa/comprexit-shipped.json
   --relabel "ComprExIT (extended recipe)=ComprExIT (extended recipe, shipped before)" \
   --title "Gemma-3-270M, 4x: the scale recipe against the compressor shipped before and the bounds (first 1000 questions per file)" \
   -o $R/eval/table.md
+python -m comprexit table $R/heldout/new_best.json $R/heldout/old_shipped.json \
+  --relabel "new_best=ComprExIT, scale recipe (sft/best, shipped now)" --relabel "old_shipped=ComprExIT, extended recipe (shipped before)" \
+  --in-domain squad_v11_train_held_out,squad_train_held_out,nq_train_held_out --ood "" \
+  --title "Model selection on train files: held-out questions (validation_permille 30, unseen by both), first 100 per file, CPU float32" \
+  -o $R/heldout/table.md
