@@ -90,6 +90,22 @@ class CorpusPieces(Sequence):
         return Example(tuple(tokens[start:split].tolist()), tuple(tokens[split:end].tolist()))
 
 
+class SubsetSource(Sequence):
+    """Some examples of another source (a data-size ablation's share), drawn once, kept in their order."""
+
+    def __init__(self, source, indices: np.ndarray):
+        self.name = source.name
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.lengths = source.lengths[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.source[int(self.indices[index])]
+
+
 class ExampleSet(Sequence):
     """Several sources' examples concatenated: index i of source k is `offsets[k] + i`."""
 
@@ -113,6 +129,18 @@ class ExampleSet(Sequence):
             raise IndexError(index)
         k = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return self.sources[k][index - int(self.offsets[k])]
+
+    def fractions(self, shares: Sequence[float], seed: int) -> "ExampleSet":
+        """A random share of each source's examples (1.0 keeps a source whole): data-size ablations."""
+        rng = np.random.default_rng([seed, 104729])
+        kept = []
+        for source, share in zip(self.sources, shares):
+            if share >= 1:
+                kept.append(source)
+                continue
+            count = max(1, round(share * len(source)))
+            kept.append(SubsetSource(source, np.sort(rng.choice(len(source), count, replace=False))))
+        return ExampleSet(kept)
 
     def head(self, count: int) -> "ExampleSet":
         """Only the first `count` examples (quick runs, overfit checks)."""
