@@ -24,21 +24,12 @@
 #   STAGE=/tmp/drystage NPROC=2 DRY="--max-steps 2 --batch-size 2 --global-batch-size 4 ..." DRY_OLD="..." \
 #     COMPREXIT_COMMIT=dry bash scripts/device/scale.sh throughput ntp sft eval
 set -euo pipefail
-: "${COMPREXIT_COMMIT:?set COMPREXIT_COMMIT=<sha of the carried tree>: the device copy has no .git of its own}"
-export COMPREXIT_COMMIT
-STAGE=${STAGE:-/root/stage}
-RUNS=$STAGE/runs
-DATA=$STAGE/data
-export PYTHONPATH=/root/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-export COMPREXIT_CACHE=$STAGE/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-OUT=${OUT:-$STAGE/out}
+source "$(dirname "$0")/env.sh"
 NPROC=${NPROC:-4}
 NTP_MINUTES=${NTP_MINUTES:-5}
 SFT_MINUTES=${SFT_MINUTES:-7}
-CX="python3 -m comprexit"
 read -r -a DRY <<< "${DRY:-}"          # a dry run's shrinking options for the new code
 read -r -a DRY_OLD <<< "${DRY_OLD:-}"  # and for the code of 66215f8 (no --global-batch-size there)
-mkdir -p "$RUNS" "$OUT"
 
 WIKI=$DATA/ntp_wikipedia.jsonl.gz
 DEBIAN=$DATA/ntp_debian_docs.jsonl.gz
