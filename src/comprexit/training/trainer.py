@@ -33,6 +33,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..backbone import Backbone
 from ..data.mixture import epoch_indices
+from ..data.token_cache import tokenized_corpus
 from ..data.qa import QADataset
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.report import environment
@@ -85,8 +86,8 @@ class Trainer:
         self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
         self.teacher = self._load_teacher()
         started = time.perf_counter()
-        with self.accelerator.main_process_first():  # the main process builds the token cache; the others open it
-            self.split = self._load_data()
+        self._build_token_caches()
+        self.split = self._load_data()
         self.data_seconds = time.perf_counter() - started
         self.val_questions = (QADataset("validation", self.split.held_out_questions, source="held-out train questions")
                               if config.phase == "sft" else None)
@@ -107,6 +108,15 @@ class Trainer:
         teacher = load_encoder(self.config.teacher, self.backbone).to(self.accelerator.device).eval()
         teacher.requires_grad_(False)
         return teacher
+
+    def _build_token_caches(self) -> None:
+        """The main process tokenises any corpus not yet cached while the others wait; then all read in parallel."""
+        if self.config.phase != "ntp":
+            return
+        with self.accelerator.main_process_first():
+            if self.is_main:
+                for spec in self.config.data:
+                    tokenized_corpus(spec, self.backbone.tokenizer, max_documents=self.config.max_corpus_documents)
 
     def _accumulation(self) -> int:
         c = self.config
