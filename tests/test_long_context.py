@@ -3,6 +3,8 @@
 import gzip
 import json
 import random
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from comprexit.data.distractors import (
 from comprexit.data.long_benchmark import build_benchmark, output_name, select_units
 from comprexit.data.long_context import CONTINUATION_LEAD, corpus_articles, held_out_articles, span_splits
 from comprexit.data.qa import QAExample, load_qa
-from comprexit.data.token_cache import holdout_key, tokenized_corpus
+from comprexit.data.token_cache import file_digest, holdout_key, tokenized_corpus
 from comprexit.errors import InputError
 from comprexit.training.data import LongSpans, long_spans
 
@@ -161,7 +163,7 @@ def test_training_questions_get_documents_from_their_own_file_at_random_position
 def test_benchmark_files_are_read_by_eval_and_rebuilt_byte_for_byte(tmp_path, count):
     source = write_mrqa(tmp_path / "toy_eval.jsonl.gz", toy_questions(30))
     other = write_mrqa(tmp_path / "other_eval.jsonl.gz", toy_questions(20, seed=9, titled=True))
-    args = dict(count_tokens=count, tokenizer_name="chars", tokenizer_fingerprint="f00", limit=11, seed=4)
+    args = dict(count_tokens=count, tokenizer_name="chars", tokenizer_fingerprint="f00", limit=11, seed=4, per_context=1)
     written = build_benchmark([source, other], [400, 800], ["start", "end"], tmp_path / "a", **args)
     assert [p.name for p in written[:4]] == [output_name(source, n, p) for n in (400, 800) for p in ("start", "end")]
     again = build_benchmark([source, other], [400, 800], ["start", "end"], tmp_path / "b", **args)
@@ -172,7 +174,7 @@ def test_benchmark_files_are_read_by_eval_and_rebuilt_byte_for_byte(tmp_path, co
         header = json.loads(gzip.decompress(path.read_bytes()).split(b"\n")[0])["header"]
         recipe = header["long_document"]
         assert header["split"] == "eval" and recipe["source"] == "toy_eval.jsonl.gz" and len(recipe["source_sha256"]) == 64
-        assert recipe["questions"] == 11 and recipe["seed"] == 4 and recipe["tokenizer"] == "chars"
+        assert recipe["questions"] == recipe["documents"] == 11 and recipe["seed"] == 4 and recipe["tokenizer"] == "chars"
         assert recipe["length"] in (400, 800) and recipe["position"] in ("start", "end")
         dataset = load_qa(str(path))  # what `comprexit eval` reads
         assert qids is None or [qa.qid for qa in dataset] == qids
@@ -189,6 +191,11 @@ def test_the_question_draw_takes_whole_contexts_until_the_limit(count):
     assert sum(len(u.questions) for u in picked) == 7 and len(picked) == 4
     assert picked != units[:4] and select_units(units, 7, seed=0) == picked
     assert select_units(units, None, seed=0) == units
+    triples = [Unit(u.context, u.questions + (replace(u.questions[0], qid=u.questions[0].qid + "c"),)) for u in units]
+    capped = select_units(triples, 9, seed=0, per_context=2)
+    assert [len(u.questions) for u in capped] == [2, 2, 2, 2, 1]
+    assert all(set(u.questions) <= set(t.questions) for u in capped for t in triples if t.context == u.context)
+    assert len({q.qid[-1] for u in capped for q in u.questions}) == 3  # a seeded choice, not always the first two
 
 
 def test_data_command_writes_the_files_with_a_saved_tokenizer(tmp_path, capsys):
@@ -206,6 +213,7 @@ def test_data_command_writes_the_files_with_a_saved_tokenizer(tmp_path, capsys):
     (["--lengths", "0,512"], "lengths must be positive"),
     (["--positions", "start,centre"], "unknown position(s) centre"),
     (["--limit", "-1"], "--limit must be >= 0"),
+    (["--per-context", "-2"], "--per-context must be >= 0"),
     (["--data", "missing.jsonl.gz"], "no such file: missing.jsonl.gz"),
 ])
 def test_data_command_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, options, message):
@@ -327,3 +335,48 @@ def test_real_wikipedia_chunks_are_grouped_by_article_and_lose_their_repeated_ti
         assert article.skip[0] == 0 and (article.skip[1:] == len(title) + 1).all()
         chosen[title] = len(article.documents)
     assert all(n >= 3 for n in chosen.values())
+
+
+# ------------------------------------------------------------------ the committed benchmark
+BENCHMARK = Path(__file__).resolve().parents[1] / "results" / "long_documents" / "benchmark"
+
+
+def test_the_committed_benchmark_files_keep_their_promises(shared_data):
+    files = sorted(BENCHMARK.glob("*.jsonl.gz"))
+    assert len(files) == 2 * 4 * 3, f"expected 24 files in {BENCHMARK}"
+    questions = {}
+    for path in files:
+        rows = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()]
+        recipe = rows[0]["header"]["long_document"]
+        source = shared_data / recipe["source"]
+        assert path.name == output_name(source, recipe["length"], recipe["position"]) and rows[0]["header"]["split"] == "eval"
+        assert recipe["source_sha256"] == file_digest(source), f"{path.name}: its source file has changed"
+        contexts = {qa.context.strip() for qa in load_qa(str(source))}
+        questions.setdefault(recipe["source"], set()).add(tuple(q["qid"] for row in rows[1:] for q in row["qas"]))
+        for row in rows[1:]:
+            gold, paragraphs = row["gold"], row["context"].split(SEPARATOR)
+            assert gold["tokens"] <= recipe["length"] and len(paragraphs) == gold["paragraphs"] and set(paragraphs) <= contexts
+            expected = {"start": 0, "end": len(paragraphs) - 1}.get(recipe["position"], gold["paragraph"])
+            assert gold["paragraph"] == expected and row["context"][gold["char_start"]:].startswith(paragraphs[expected])
+            keys = answer_keys(answer for q in row["qas"] for answer in q["answers"])
+            others = paragraphs[: gold["paragraph"]] + paragraphs[gold["paragraph"] + 1 :]
+            assert not any(pattern.search(p.lower()) for p in others for pattern, _ in keys)
+    assert all(len(draws) == 1 for draws in questions.values())  # every file of a source asks the same questions
+
+
+@pytest.mark.slow
+def test_the_committed_benchmark_is_rebuilt_byte_for_byte(shared_data, tmp_path):
+    from transformers import AutoTokenizer
+
+    from comprexit.bundled import ensure_dense_copy
+    from comprexit.data.token_cache import tokenizer_fingerprint
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_dense_copy())
+    recipe = json.loads(gzip.decompress((BENCHMARK / "nq_eval_1024_end.jsonl.gz").read_bytes()).split(b"\n")[0])
+    recipe = recipe["header"]["long_document"]
+    sources = [shared_data / "squad_eval.jsonl.gz", shared_data / "nq_eval.jsonl.gz"]
+    written = build_benchmark(sources, [1024, 8192], ["middle", "end"], tmp_path, token_counter(tokenizer),
+                              "gemma-3-270m", tokenizer_fingerprint(tokenizer), limit=recipe["limit"],
+                              per_context=recipe["per_context"], seed=recipe["seed"])
+    for path in written:
+        assert path.read_bytes() == (BENCHMARK / path.name).read_bytes(), f"{path.name} differs from the committed file"

@@ -31,8 +31,10 @@ def _add_distractors(builders) -> None:
     parser.add_argument("--lengths", default="1024,2048,4096,8192", help="comma-separated document lengths in tokens")
     parser.add_argument("--positions", default="start,middle,end",
                         help="comma-separated gold positions: start, middle, end, random")
-    parser.add_argument("--limit", type=int, default=200,
-                        help="questions per file (whole contexts drawn with the seed; 0: all)")
+    parser.add_argument("--limit", type=int, default=64,
+                        help="questions per file, from contexts drawn with the seed (0: all)")
+    parser.add_argument("--per-context", type=int, default=2,
+                        help="at most this many questions of one context (0: all): more contexts for the same bytes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the files")
     parser.add_argument("--backbone", default=None,
@@ -79,16 +81,18 @@ def run_distractors(args: argparse.Namespace) -> int:
     from ..data.token_cache import tokenizer_fingerprint
     from ..errors import InputError
 
-    if args.limit < 0:
-        raise InputError(f"--limit must be >= 0 (0: every question), got {args.limit}")
-    lengths, positions, limit = _lengths(args.lengths), comma_names(args.positions), args.limit or None
-    check_plan(args.data, lengths, positions, limit)
+    for name in ("limit", "per_context"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0 (0: all), got {getattr(args, name)}")
+    lengths, positions = _lengths(args.lengths), comma_names(args.positions)
+    limit, per_context = args.limit or None, args.per_context or None
+    check_plan(args.data, lengths, positions, limit, per_context)
     tokenizer, name = load_tokenizer(args.backbone)
     files = len(args.data) * len(lengths) * len(positions)
     with tqdm(total=files, desc="documents", unit="file", disable=args.no_progress) as bar:
         written = build_benchmark(
             args.data, lengths, positions, args.output, token_counter(tokenizer), name,
-            tokenizer_fingerprint(tokenizer), limit=limit, seed=args.seed, progress=lambda: bar.update(1),
+            tokenizer_fingerprint(tokenizer), limit=limit, per_context=per_context, seed=args.seed, progress=lambda: bar.update(1),
         )
     for path in written:
         print(path)

@@ -8,7 +8,7 @@ line adds a "gold" object (the gold paragraph's index, character and token offse
 document's token count) that the loaders ignore and analyses can use.
 
 Every file of one source holds the same questions: a seeded draw of the source's contexts,
-taken whole (all their questions) until `limit` questions are reached. The files are
+each with at most `per_context` of its questions, until `limit` questions are reached. The files are
 written byte-for-byte reproducibly (gzip without a time stamp or file name, fixed key order),
 so the same command on the same inputs rebuilds the committed files exactly.
 """
@@ -58,16 +58,25 @@ def source_split(path: Path) -> str | None:
     return None
 
 
-def select_units(units: Sequence[Unit], limit: int | None, seed: int) -> list[Unit]:
-    """A seeded draw of whole contexts until `limit` questions (the last context's questions cut to fit)."""
-    if limit is None:
-        return list(units)
-    picked, left = [], limit
-    for k in np.random.default_rng([seed, 1]).permutation(len(units)):
+def select_units(units: Sequence[Unit], limit: int | None, seed: int, per_context: int | None = None) -> list[Unit]:
+    """A seeded draw of contexts, each with at most `per_context` of its questions, until `limit` questions
+    (without a limit: every context, in file order).
+
+    A document costs the same bytes however many questions ask about it, but questions about
+    one context are not independent: `per_context` spreads a file's share over more contexts
+    (a SQuAD context has ~5 questions). Kept questions are a seeded choice in file order; the
+    last context's are cut to make exactly `limit`.
+    """
+    rng = np.random.default_rng([seed, 1])
+    picked, left = [], limit if limit is not None else sum(len(u.questions) for u in units)
+    for k in rng.permutation(len(units)) if limit is not None else range(len(units)):
         if left <= 0:
             break
         unit = units[int(k)]
-        picked.append(unit if len(unit.questions) <= left else Unit(unit.context, unit.questions[:left]))
+        questions = unit.questions
+        if per_context is not None and len(questions) > per_context:
+            questions = tuple(questions[int(i)] for i in sorted(rng.choice(len(questions), per_context, replace=False)))
+        picked.append(Unit(unit.context, questions[:left]))
         left -= len(picked[-1].questions)
     return picked
 
@@ -121,6 +130,7 @@ def build_benchmark(
     tokenizer_fingerprint: str,
     *,
     limit: int | None = 200,
+    per_context: int | None = None,
     seed: int = 0,
     progress: Callable[[], None] | None = None,
 ) -> list[Path]:
@@ -128,7 +138,7 @@ def build_benchmark(
 
     progress: called after each file is written (for a progress bar).
     """
-    check_plan(sources, lengths, positions, limit)
+    check_plan(sources, lengths, positions, limit, per_context)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -136,13 +146,13 @@ def build_benchmark(
         path = Path(source)
         dataset = load_qa(str(path))
         builder = DistractorBuilder([qa.context for qa in dataset], count_tokens, seed)
-        units = select_units(units_of(dataset), limit, seed)
+        units = select_units(units_of(dataset), limit, seed, per_context)
         recipe = {
             "dataset": dataset.name,
             "split": source_split(path),
             "long_document": {
                 "recipe": RECIPE, "source": path.name, "source_sha256": file_digest(path),
-                "seed": seed, "limit": limit, "tokenizer": tokenizer_name, "tokenizer_fingerprint": tokenizer_fingerprint,
+                "seed": seed, "limit": limit, "per_context": per_context, "tokenizer": tokenizer_name, "tokenizer_fingerprint": tokenizer_fingerprint,
                 "separator": SEPARATOR, "grouping": builder.pool.grouping,
             },
         }
@@ -162,8 +172,9 @@ def build_benchmark(
     return written
 
 
-def check_plan(sources: Sequence[str | Path], lengths: Sequence[int], positions: Sequence[str], limit: int | None) -> None:
-    """Refuse a bad plan before any work: missing files, clashing names, bad lengths, positions or limit."""
+def check_plan(sources: Sequence[str | Path], lengths: Sequence[int], positions: Sequence[str], limit: int | None,
+               per_context: int | None = None) -> None:
+    """Refuse a bad plan before any work: missing files, clashing names, bad lengths, positions or counts."""
     if not sources:
         raise InputError("--data needs at least one QA file")
     for source in sources:
@@ -192,3 +203,5 @@ def check_plan(sources: Sequence[str | Path], lengths: Sequence[int], positions:
         raise InputError(f"a position is given twice: {list(positions)}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise InputError(f"--limit must be >= 1, got {limit}")
+    if per_context is not None and (not isinstance(per_context, int) or per_context < 1):
+        raise InputError(f"--per-context must be >= 1, got {per_context}")
