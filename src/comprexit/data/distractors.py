@@ -52,7 +52,10 @@ CountTokens = Callable[[list[str]], list[int]]
 
 def token_counter(tokenizer) -> CountTokens:
     """Token counts of texts under a Hugging Face tokenizer (no special tokens), batched."""
-    return lambda texts: [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+
+    return count
 
 
 def stable_key(text: str) -> int:
@@ -77,9 +80,7 @@ def article_titles(paragraphs: Sequence[str]) -> list[str] | None:
 
 
 def position_fraction(position: str, rng: np.random.Generator) -> float:
-    """The share of distractor tokens before the gold paragraph for a named position."""
-    if position not in POSITIONS:
-        raise InputError(f"unknown position {position!r}: choose from {', '.join(POSITIONS)}")
+    """The share of distractor tokens before the gold paragraph for a named position (see `POSITIONS`)."""
     fixed = POSITIONS[position]
     return float(rng.random()) if fixed is None else fixed
 
@@ -245,7 +246,9 @@ class DistractorBuilder:
         total = int(before[-1]) + int(pool.tokens[gold])
         return HiddenGold(order, gold, tuple(chosen), float(fraction), same, total, int(before[slot]))
 
-    def documents(self, units: Sequence[Unit], length: int, position: str, *, measure: bool = True) -> list[HiddenGold | None]:
+    def documents(
+        self, units: Sequence[Unit], length: int, position: str, *, measure: bool = True
+    ) -> list[HiddenGold | None]:
         """Each unit's document of at most `length` tokens with the gold at `position` (None: gold alone too long).
 
         measure: count the tokens of each document's whole text; where they exceed `length` (a
@@ -256,6 +259,8 @@ class DistractorBuilder:
         """
         if length < 1:
             raise InputError(f"a document length must be >= 1 token, got {length}")
+        if position not in POSITIONS:
+            raise InputError(f"unknown position {position!r}: choose from {', '.join(POSITIONS)}")
         out: list[HiddenGold | None] = []
         for unit in units:
             chosen = self.choose(unit, length)
@@ -263,7 +268,9 @@ class DistractorBuilder:
             out.append(None if chosen is None else self.place(unit, chosen, fraction))
         return self._measured(units, out, length) if measure else out
 
-    def _measured(self, units: Sequence[Unit], documents: list[HiddenGold | None], length: int) -> list[HiddenGold | None]:
+    def _measured(
+        self, units: Sequence[Unit], documents: list[HiddenGold | None], length: int
+    ) -> list[HiddenGold | None]:
         pending = [k for k, d in enumerate(documents) if d is not None]
         while pending:
             counts = []

@@ -106,7 +106,7 @@ def document_row(unit: Unit, document: HiddenGold, builder: DistractorBuilder) -
     }
 
 
-def header_row(recipe: dict, documents: Sequence[HiddenGold], questions: int, skipped: int) -> dict:
+def header_row(header: dict, documents: Sequence[HiddenGold], questions: int, skipped: int) -> dict:
     tokens = [d.tokens for d in documents]
     distractors = [len(d.chosen) for d in documents]
     counts = {
@@ -117,7 +117,7 @@ def header_row(recipe: dict, documents: Sequence[HiddenGold], questions: int, sk
         "distractors_mean": round(float(np.mean(distractors)), 2) if documents else None,
         "same_article_distractors_mean": round(float(np.mean([d.same_article for d in documents])), 2) if documents else None,
     }
-    return {"header": {**recipe, "long_document": {**recipe["long_document"], **counts}}}
+    return {"header": {**header, "long_document": {**header["long_document"], **counts}}}
 
 
 def build_benchmark(
@@ -148,28 +148,29 @@ def build_benchmark(
         builder = DistractorBuilder([qa.context for qa in dataset], count_tokens, seed)
         units = select_units(units_of(dataset), limit, seed, per_context)
         recipe = {
-            "dataset": dataset.name,
-            "split": source_split(path),
-            "long_document": {
-                "recipe": RECIPE, "source": path.name, "source_sha256": file_digest(path),
-                "seed": seed, "limit": limit, "per_context": per_context, "tokenizer": tokenizer_name, "tokenizer_fingerprint": tokenizer_fingerprint,
-                "separator": SEPARATOR, "grouping": builder.pool.grouping,
-            },
+            "recipe": RECIPE, "source": path.name, "source_sha256": file_digest(path), "seed": seed, "limit": limit,
+            "per_context": per_context, "tokenizer": tokenizer_name, "tokenizer_fingerprint": tokenizer_fingerprint,
+            "separator": SEPARATOR, "grouping": builder.pool.grouping,
         }
         for length in lengths:
             for position in positions:
-                documents = builder.documents(units, length, position)
-                kept = [(u, d) for u, d in zip(units, documents) if d is not None]
-                skipped = sum(len(u.questions) for u, d in zip(units, documents) if d is None)
-                settings = {**recipe, "long_document": {**recipe["long_document"], "length": length, "position": position}}
-                rows = [header_row(settings, [d for _, d in kept], sum(len(u.questions) for u, _ in kept), skipped)]
-                rows += [document_row(u, d, builder) for u, d in kept]
+                header = {"dataset": dataset.name, "split": source_split(path),
+                          "long_document": {**recipe, "length": length, "position": position}}
                 target = out_dir / output_name(path, length, position)
-                write_jsonl_gz(target, rows)
+                write_jsonl_gz(target, file_rows(header, units, builder.documents(units, length, position), builder))
                 written.append(target)
                 if progress:
                     progress()
     return written
+
+
+def file_rows(header: dict, units: Sequence[Unit], documents: Sequence[HiddenGold | None],
+              builder: DistractorBuilder) -> list[dict]:
+    """The header line (recipe and counts) and one line per document; units without a document are counted as skipped."""
+    kept = [(u, d) for u, d in zip(units, documents) if d is not None]
+    skipped = sum(len(u.questions) for u, d in zip(units, documents) if d is None)
+    rows = [header_row(header, [d for _, d in kept], sum(len(u.questions) for u, _ in kept), skipped)]
+    return rows + [document_row(u, d, builder) for u, d in kept]
 
 
 def check_plan(sources: Sequence[str | Path], lengths: Sequence[int], positions: Sequence[str], limit: int | None,

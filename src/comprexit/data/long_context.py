@@ -24,7 +24,7 @@ Spans of one article do not overlap. The token ids come from the memory-mapped t
 
 from __future__ import annotations
 
-import json
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .corpus import is_streamed
-from .files import stream_lines
+from .corpus import iter_records
 from .token_cache import TokenizedCorpus, holdout_key
 
 CONTINUATION_LEAD = 64  # tokens of the continuation's own chunk that precede it
@@ -50,7 +49,7 @@ class Article:
     skip: np.ndarray  # int64 (chunks,): leading tokens dropped from each chunk (a repeated title line)
 
 
-def article_key(record: dict, index: int) -> str:
+def article_key(record: dict | None, index: int) -> str:
     """The article a corpus line belongs to: the page named after '#' in its source, else the line itself."""
     source = record.get("source") if isinstance(record, dict) else None
     if isinstance(source, str) and "#" in source:
@@ -59,27 +58,11 @@ def article_key(record: dict, index: int) -> str:
 
 
 def read_records(spec: str | Path, max_documents: int | None = None) -> tuple[list[str], list[str]]:
-    """(article key, first line of the text) of each document of a JSON-lines corpus, in the token cache's order."""
-    if is_streamed(str(spec)):
-        raise DataError(f"{spec}: long spans need a corpus file (its 'source' fields name the articles)")
+    """(article key, first line of the text) of each document of a corpus, in the token cache's order."""
     keys, heads = [], []
-    first = True
-    for number, line in stream_lines(spec):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{Path(spec).name} line {number}: not valid JSON ({error.msg})") from error
-        if first and isinstance(record, dict) and "header" in record:
-            first = False
-            continue
-        first = False
-        text = record.get("text", record.get("context")) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            raise DataError(f"{Path(spec).name} line {number}: expected an object with a string 'text' field")
-        keys.append(article_key(record, len(keys)))
+    for index, (record, text) in enumerate(itertools.islice(iter_records(spec), max_documents)):
+        keys.append(article_key(record, index))
         heads.append(text.partition("\n")[0])
-        if max_documents is not None and len(keys) >= max_documents:
-            break
     return keys, heads
 
 
