@@ -9,9 +9,9 @@ import sys
 import warnings
 
 from ..errors import ComprexitError
-from . import ask, bench, bench_sweep, compress, eval, explain, info, summarize, table, train
+from . import ask, bench, bench_sweep, compress, data, eval, explain, info, summarize, table, train
 
-COMMANDS = [ask, compress, explain, info, eval, table, train, summarize, bench, bench_sweep]
+COMMANDS = [ask, compress, explain, info, eval, table, train, summarize, bench, bench_sweep, data]
 
 
 def build_parser() -> argparse.ArgumentParser:
