@@ -189,14 +189,16 @@ class WindowLayout:
                 beacon |= inside
         return cls(inputs, window, beacon, [row.nonzero().flatten().tolist() for row in beacon])
 
-    def allowed(self) -> torch.Tensor:
-        """(batch, S, S) bool, on the CPU: may query column q attend key column k (before any sliding window)."""
-        q, k = self.window[:, :, None], self.window[:, None, :]
-        visible = (k == SINK) | (k == q) | (self.beacon[:, None, :] & (k < q))
-        real = self.window != PADDING
-        causal = torch.ones(self.window.shape[1], self.window.shape[1], dtype=torch.bool).tril()
+    def allowed(self, device: torch.device) -> torch.Tensor:
+        """(batch, S, S) bool, built on `device`: may query column q attend key column k (before any sliding window)."""
+        window, beacon = torch.stack([self.window, self.beacon.long()]).to(device)  # one copy to the device
+        q, k = window[:, :, None], window[:, None, :]
+        visible = (k == SINK) | (k == q) | (beacon.bool()[:, None, :] & (k < q))
+        real = window != PADDING
+        width = window.shape[1]
+        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
         allowed = visible & causal & real[:, None, :] & real[:, :, None]
-        return allowed | torch.eye(self.window.shape[1], dtype=torch.bool)  # padding queries attend themselves
+        return allowed | torch.eye(width, dtype=torch.bool, device=device)  # padding queries attend themselves
 
 
 def sliding(allowed: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -231,22 +233,22 @@ class LayerMasks:
                 if self.by_type.setdefault(layer_type, size) != size:
                     raise ConfigError(f"layers of type {layer_type!r} have different sliding windows")
 
-    def __call__(self, allowed: torch.Tensor, device: torch.device, dtype: torch.dtype):
+    def __call__(self, allowed: torch.Tensor, dtype: torch.dtype):
         """The model's `attention_mask` argument for these allowed (query, key) pairs."""
         if self.by_type is None:
-            return self._format(sliding(allowed, self.window), device, dtype)
+            return self._format(sliding(allowed, self.window), dtype)
         made: dict[int | None, torch.Tensor] = {}
         for size in self.by_type.values():
             if size not in made:
-                made[size] = self._format(sliding(allowed, size), device, dtype)
+                made[size] = self._format(sliding(allowed, size), dtype)
         return {layer_type: made[size] for layer_type, size in self.by_type.items()}
 
-    def _format(self, allowed: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def _format(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """(batch, 1, S, S): bool for SDPA, additive (0 / most negative) for eager attention, as transformers builds them."""
-        allowed = allowed[:, None].to(device)
+        allowed = allowed[:, None]
         if self.implementation == "sdpa":
             return allowed
-        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 # ---------------------------------------------------------------------- the encoder
@@ -305,7 +307,7 @@ class BeaconEncoder(ContextEncoder):
         backbone = self.backbone
         layout = WindowLayout.of(backbone, contexts, self.config, self.beacons)
         inputs = layout.inputs
-        mask = self.masks(layout.allowed(), backbone.device, backbone.dtype)
+        mask = self.masks(layout.allowed(backbone.device), backbone.dtype)
         rows, cols = (t.to(backbone.device) for t in layout.beacon.nonzero(as_tuple=True))
         run = partial(self._encode, mask=mask, positions=inputs.position_ids, rows=rows, cols=cols, columns=layout.columns)
         embeds = inputs.embeds()  # (batch, S, hidden), beacon columns read `beacons`
