@@ -18,8 +18,8 @@ a single pass: since every entry's states depend only on what it attends to, the
 same, and tests/test_methods.py checks it against streaming with a cache. In sliding-window
 layers (Gemma-3) an entry sees only the last `sliding_window` entries of what it attends to, as
 the model would if it streamed them, and as the decoder reads the cache it is handed. `[BOS]`
-stays visible to every window as an attention sink (the frozen model never reads text without
-its first token; Gemma's first-token activations are huge), but is not part of the cache.
+stays visible to every window as an attention sink (the frozen model only ever saw text that
+starts with it; Gemma's first-token activations are huge), but is not part of the cache.
 
 Beacon projections. Beacon rows get their own query, key and value projections at every layer,
 trainable copies of the frozen layer's `q_proj`, `k_proj`, `v_proj` (the paper's MHA^b; it keeps
@@ -31,6 +31,8 @@ rotary embedding of the attention module then apply to beacon rows as to any oth
 layer's query copy is left out: it only shapes a final beacon state nobody reads. The beacons'
 input vectors are learned too, one per beacon index in a window (appended beacons otherwise
 differ only by position), initialised to EOS's input embedding as the authors' code does.
+Gemma-3-270M: 18 x (q 640x1024 + k, v 640x256) - the last q + 16 x 640 = 17,049,600 trainable
+parameters (6.4% of the backbone); the backbone's own weights never change.
 
 Decoder. The frozen backbone, plain q/k/v, reads every beacon's keys and values at every layer
 (after the key norm and the rotary embedding at their layout positions, as the cache holds them)
@@ -39,9 +41,9 @@ followed by `[BOS] + prompt` at position ids continuing the layout (1 + T + ceil
 
 Differences from the authors' code (FlagEmbedding, Long_LLM/activation_beacon), named here so
 that the comparison is read with them: it interleaves one beacon after every `ratio` tokens by
-default (`beacon_pos="interleave"`) and keeps no sink by default, where our METHOD.md specifies
-appended beacons; it shares one beacon embedding; its default trained parameters include the
-output projection (`beacon_param` q, k, v, o), where the ComprExIT paper trains q, k, v; it
+default (`beacon_pos="interleave"`) and keeps no sink by default, where this baseline, as
+specified for our comparison, appends a window's beacons after it; it shares one beacon embedding; its training script's default `beacon_param`
+also copies the output projection (q, k, v, o), where the ComprExIT paper trains q, k, v; it
 samples the ratio during training. Gradient checkpointing recomputes the whole encoder pass in
 the backward pass (the cache its pass writes is what the decoder reads, so the model's own
 per-layer checkpointing, which drops caches, cannot be used).
