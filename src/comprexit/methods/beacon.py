@@ -96,10 +96,6 @@ class BeaconConfig(ConfigFields):
     def beacons_per_window(self) -> int:
         return self.window // self.ratio
 
-    def count(self, tokens: int) -> int:
-        """Beacons for a context of `tokens` tokens: ceil(tokens / ratio)."""
-        return math.ceil(tokens / self.ratio)
-
 
 # ---------------------------------------------------------------------- attaching the beacon projections
 class BeaconProjection(nn.Module):
