@@ -31,7 +31,7 @@ class TrainConfig:
     max_corpus_documents: int | None = _field(None, "read only the first N documents of each corpus (ntp)")
     output_dir: str = _field("runs/run", "run folder: metrics, checkpoints, best/ and final/ weights")
     backbone: str | None = _field(None, "hub id, folder or .gguf (default: the bundled Gemma-3-270M)")
-    method: str = _field("comprexit", "the trainable method (comprexit, icae, 500x, prompt-tuning)")
+    method: str = _field("comprexit", "the trainable method (comprexit, icae, 500x, beacon, prompt-tuning)")
     ablation: str | None = _field(None, "a named ablation of the method (comprexit: wo-allocation, embedding-only, "
                                         "middle-layer, last-layer)")
     init: str | None = _field(None, "weights folder of the same method to start from (e.g. the NTP result)")
