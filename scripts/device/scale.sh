@@ -68,7 +68,9 @@ step_setup() {
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'gpus', torch.cuda.device_count())"
   # converts the bundled GGUF once into the cache (every later process reads the dense copy)
   python3 -c "from comprexit import Backbone; b = Backbone.load(); print(b.identity.describe(), b.device)"
-  # the token caches of the two corpora, timed (every training process then memory-maps them)
+  # the token caches of the two corpora, timed (every training process then memory-maps them);
+  # a lease that continues from the committed NTP weights stages no corpora (DATA= in prepare)
+  [ -f "$WIKI" ] || { echo "no corpora staged: no token caches"; return 0; }
   python3 - "$WIKI" "$DEBIAN" > "$RUNS/token_cache.json" <<'EOF'
 import json, sys, time
 from comprexit import Backbone
@@ -147,14 +149,16 @@ step_eval() {  # the selected SFT weights on the four eval files (first 1000 que
 
 # ---------------------------------------------------------------- the next lease (issue "Quality at scale")
 # What this lease could not run, from this session's NTP weights (committed, bf16) so that no NTP is repeated:
-#   sweep     lr x global batch for SFT, four single-GPU runs side by side, equal examples (SWEEP_MINUTES each)
-#   ablation  SFT on 10% / 30% / 100% of squad_v11_train at equal steps, plus the 100% run distilling
-#             a prompt-tuned full-context teacher (needs step `teacher` first), one GPU each
+#   sweep     lr x global batch for SFT, four single-GPU runs side by side, equal examples (SWEEP_STEPS)
+#   ablation  SFT on 10% / 30% of squad_v11_train at the sweep's steps (its lr 6e-4 run is the 100% point), plus
+#             a run distilling a prompt-tuned full-context teacher if step `teacher` ran first
+#   explore   sweep and ablation at once (six runs on four GPUs)
 #   teacher   prompt tuning over the full context, trained on the same QA data (the teacher of `ablation`)
-#   long_sft  the chosen recipe for longer on 4 GPUs, with weights kept every SNAPSHOT steps: evaluating the
-#             snapshots (`curve`) gives eval F1 against examples seen
+#   long_sft  the chosen recipe (the sweep's winner unless LONG_ARGS) for longer on 4 GPUs, with weights kept
+#             every SNAPSHOT steps: evaluating the snapshots (`curve`) gives eval F1 against examples seen
+#   final     the shipping decision on held-out train questions (long_sft/best against the shipped weights),
+#             and long_sft/best on the four eval files
 NTP_INIT=${NTP_INIT:-$PWD/results/training/2026-11-27-h100x4-scale/ntp/best}
-SWEEP_MINUTES=${SWEEP_MINUTES:-4}
 
 single() {  # single GPU NAME ARGS...: one SFT run on one GPU, in the background
   local gpu=$1 name=$2; shift 2
@@ -163,15 +167,40 @@ single() {  # single GPU NAME ARGS...: one SFT run on one GPU, in the background
   sleep 2
 }
 
-step_sweep() {  # equal examples: steps x batch = 128k (the selected point of the first lease)
-  single 0 sweep/lr3e-4_b256 --init "$NTP_INIT" --lr 3e-4 --max-steps 500 --max-minutes "$SWEEP_MINUTES"
-  single 1 sweep/lr6e-4_b256 --init "$NTP_INIT" --lr 6e-4 --max-steps 500 --max-minutes "$SWEEP_MINUTES"
-  single 2 sweep/lr1.2e-3_b256 --init "$NTP_INIT" --lr 1.2e-3 --max-steps 500 --max-minutes "$SWEEP_MINUTES"
-  single 3 sweep/lr4e-4_b128 --init "$NTP_INIT" --lr 4e-4 --global-batch-size 128 --max-steps 1000 --max-minutes "$SWEEP_MINUTES"
-  wait
-  $CX summarize $RUNS/sweep/* --title "SFT learning rate x global batch, one GPU each, from the NTP weights of 2026-11-27" \
-    -o $RUNS/sweep/summary.json | tail -8
-  PACK_WEIGHTS=0 pack sweep sweep
+# Sweep and ablation at equal examples (SWEEP_STEPS global batches of 256), one GPU per run, all at once:
+# six runs on four GPUs (two GPUs hold two runs each); fixed step counts keep the examples equal.
+SWEEP_STEPS=${SWEEP_STEPS:-120}
+SWEEP_GUARD=${SWEEP_GUARD:-6}  # minutes after which a run pauses (a call may run 10)
+sweep_runs() {  # three learning rates at batch 256, one at batch 512 (half the steps)
+  local from=(--init "$NTP_INIT" --eval-every $(( SWEEP_STEPS / 4 )) --max-minutes "$SWEEP_GUARD")
+  single 0 sweep/lr3e-4_b256 --lr 3e-4 --max-steps "$SWEEP_STEPS" "${from[@]}"
+  single 1 sweep/lr6e-4_b256 --lr 6e-4 --max-steps "$SWEEP_STEPS" "${from[@]}"
+  single 2 sweep/lr1.2e-3_b256 --lr 1.2e-3 --max-steps "$SWEEP_STEPS" "${from[@]}"
+  single 3 sweep/lr1.2e-3_b512 --lr 1.2e-3 --global-batch-size 512 --max-steps $(( SWEEP_STEPS / 2 )) "${from[@]}"
+}
+ablation_runs() {  # 10% and 30% of squad_v11_train at the sweep's steps (100%: sweep/lr6e-4_b256); KL to a teacher if trained
+  local from=(--init "$NTP_INIT" --lr 6e-4 --max-steps "$SWEEP_STEPS" --eval-every $(( SWEEP_STEPS / 4 )) --max-minutes "$SWEEP_GUARD")
+  single 0 ablation/squad_v11_10pct --data-fractions 0.1 1 1 "${from[@]}"
+  single 1 ablation/squad_v11_30pct --data-fractions 0.3 1 1 "${from[@]}"
+  [ -d $RUNS/prompt_tuning/best ] && single 2 ablation/teacher_kl --kl-weight 0.5 --teacher $RUNS/prompt_tuning/best "${from[@]}"
+  return 0
+}
+sweep_summary() {
+  $CX summarize $RUNS/sweep/*/ --title "SFT learning rate x global batch at equal examples ($(( SWEEP_STEPS * 256 ))), one GPU each, from the NTP weights of 2026-11-27" \
+    -o $RUNS/sweep/summary.json | tail -8 || echo "FAILED: the sweep's summary"
+  python3 scripts/device/best_of_sweep.py $RUNS/sweep | tee $RUNS/sweep/chosen.txt || echo "no choice from the sweep: the preset's lr"
+}
+ablation_summary() {
+  $CX summarize $RUNS/ablation/*/ $RUNS/sweep/lr6e-4_b256 \
+    --title "SFT at equal steps ($SWEEP_STEPS): 10/30/100% of squad_v11_train (100%: the sweep's lr 6e-4 run)" \
+    -o $RUNS/ablation/summary.json | tail -8 || echo "FAILED: the ablation's summary"
+}
+step_sweep() { sweep_runs; wait; sweep_summary; PACK_WEIGHTS=0 pack sweep sweep; }
+step_ablation() { ablation_runs; wait; ablation_summary; PACK_WEIGHTS=0 pack ablation ablation; }
+step_explore() {  # sweep and ablation side by side
+  sweep_runs; ablation_runs; wait
+  sweep_summary; ablation_summary
+  PACK_WEIGHTS=0 pack explore sweep ablation
 }
 
 step_teacher() {  # prompt tuning over the full context on the same data: the KL teacher of the ablation
@@ -180,38 +209,55 @@ step_teacher() {  # prompt tuning over the full context on the same data: the KL
   pack teacher prompt_tuning/{best,metrics.jsonl,train_config.json,bounds.json} prompt_tuning.log
 }
 
-step_ablation() {  # data size at equal steps, and the prompt-tuned teacher
-  local steps=${ABLATION_STEPS:-400}
-  single 0 ablation/squad_v11_10pct --init "$NTP_INIT" --max-steps "$steps" --data-fractions 0.1 1 1
-  single 1 ablation/squad_v11_30pct --init "$NTP_INIT" --max-steps "$steps" --data-fractions 0.3 1 1
-  single 2 ablation/squad_v11_100pct --init "$NTP_INIT" --max-steps "$steps"
-  [ -d $RUNS/prompt_tuning/best ] && single 3 ablation/teacher_kl --init "$NTP_INIT" --max-steps "$steps" \
-    --kl-weight 0.5 --teacher $RUNS/prompt_tuning/best
-  wait
-  $CX summarize $RUNS/ablation/* --title "SFT at equal steps: 10/30/100% of squad_v11_train, and KL to a prompt-tuned teacher" \
-    -o $RUNS/ablation/summary.json | tail -8
-  PACK_WEIGHTS=0 pack ablation ablation
-}
-
 step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG_ARGS: e.g. "--lr 6e-4")
-  read -r -a long <<< "${LONG_ARGS:-}"
+  # without LONG_ARGS, the sweep's choice (by validation F1 on held-out train questions)
+  local chosen=""; [ -f $RUNS/sweep/chosen.txt ] && chosen=$(tail -1 $RUNS/sweep/chosen.txt)
+  read -r -a long <<< "${LONG_ARGS:-$chosen}"
+  echo "long_sft: ${long[*]}"
   phase $RUNS/long_sft sft --preset scale --init "$NTP_INIT" --data $QA_TRAIN --data-weights $QA_WEIGHTS \
     --max-steps 100000 --plan-minutes "${SFT_MINUTES}" --max-minutes "$(( SFT_MINUTES + 1 ))" --eval-every 250 \
     --snapshot-every "${SNAPSHOT:-250}" "${long[@]}"
   pack long_sft long_sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft.log
 }
 
-step_curve() {  # eval F1 of every snapshot of long_sft (reporting only: selection stays on held-out train questions)
-  local gpu=0
-  for snapshot in $RUNS/long_sft/snapshots/step-*; do
-    CUDA_VISIBLE_DEVICES=$(( gpu % NPROC )) logged $RUNS/curve/$(basename $snapshot).log $CX eval --method comprexit \
-      --weights $snapshot --data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}" --batch-size 64 --no-progress \
-      --label "$(basename $snapshot)" --output $RUNS/curve/$(basename $snapshot).json &
-    gpu=$(( gpu + 1 )); [ $(( gpu % NPROC )) = 0 ] && wait
+on_gpus() {  # on_gpus COMMAND...: each argument one command line, NPROC at a time, one GPU each
+  local i=0
+  for command in "$@"; do
+    ( export CUDA_VISIBLE_DEVICES=$(( i % NPROC )); eval "$command" ) &
+    i=$(( i + 1 )); [ $(( i % NPROC )) = 0 ] && wait
   done
   wait
+}
+
+evaluation() {  # evaluation WEIGHTS LABEL OUTPUT ARGS...: one `comprexit eval` command line, logged
+  local weights=$1 label=$2 output=$3; shift 3
+  echo "logged $output.log $CX eval --method comprexit --weights $weights --batch-size 64 --no-progress \
+    --label '$label' --output $output.json $*"
+}
+
+step_curve() {  # eval F1 of every snapshot of long_sft (reporting only: selection stays on held-out train questions)
+  local jobs=()
+  for snapshot in $RUNS/long_sft/snapshots/step-*; do
+    jobs+=("$(evaluation $snapshot "$(basename $snapshot)" $RUNS/curve/$(basename $snapshot) \
+      --data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}")")
+  done
+  on_gpus "${jobs[@]}"
   $CX table $RUNS/curve/step-*.json -o $RUNS/curve/table.md | tail -1
   pack curve curve
+}
+
+step_final() {  # the selected long_sft weights: the shipping decision on held-out TRAIN questions, then the eval files
+  local best=$RUNS/long_sft/best jobs=()
+  jobs+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/heldout/long_sft --data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-300}")")
+  jobs+=("$(evaluation $SHIPPED "ComprExIT, shipped" $RUNS/final/heldout/shipped --data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-300}")")
+  for file in $EVAL_FILES; do
+    jobs+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/eval/$(basename $file .jsonl.gz) \
+      --data $file --limit "${EVAL_LIMIT:-1000}")")
+  done
+  on_gpus "${jobs[@]}"
+  $CX table $RUNS/final/heldout/*.json -o $RUNS/final/heldout/table.md | tail -1 && sed -n 3,5p $RUNS/final/heldout/table.md
+  $CX table $RUNS/final/eval/*.json -o $RUNS/final/eval/table.md | tail -1 && sed -n 3,4p $RUNS/final/eval/table.md
+  pack final final
 }
 
 for step in "$@"; do
