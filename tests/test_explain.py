@@ -235,7 +235,7 @@ def test_explain_writes_the_page_and_both_pngs(capsys, tmp_path, cli_models):
     ("prefix-is-folder", "--png-prefix must name files"),
     ("device", "unknown device 'tpu'"),
     ("compressor", "compressor folder not found"),
-    ("no-document", "file not found"),
+    ("no-document", "no such file"),
     ("empty-document", "context is empty"),
 ])
 def test_bad_arguments_end_in_one_line_before_any_work(capsys, tmp_path, monkeypatch, cli_models, case, pattern):
