@@ -189,10 +189,12 @@ def frozen_kv(backbone, contexts):
     """The frozen backbone's own cache over `[BOS] + context`: a key/value prefix whose meaning is known."""
     from transformers import DynamicCache
 
+    from comprexit.hf_compat import cache_argument
+
     rows = []
     for context in contexts:
         cache = DynamicCache()
-        backbone.model.base_model(input_ids=torch.tensor([backbone.bos_ids + context]), past_key_values=cache, use_cache=True)
+        backbone.model.base_model(input_ids=torch.tensor([backbone.bos_ids + context]), **cache_argument(cache), use_cache=True)
         rows.append(KVPrefix(tuple(layer.keys[0] for layer in cache.layers), tuple(layer.values[0] for layer in cache.layers),
                              len(backbone.bos_ids) + len(context)))
     return rows

@@ -27,6 +27,7 @@ from transformers import DynamicCache
 
 from ..backbone import Backbone
 from ..errors import ConfigError
+from ..hf_compat import cache_argument
 from ..prefix import KVPrefixBatch
 from .base import register_method
 from .icae import ICAEConfig, MemoryTokenEncoder
@@ -75,7 +76,7 @@ class Compressor500xEncoder(MemoryTokenEncoder):
         # a cache built without the model config keeps every position, even in sliding-window layers
         cache = DynamicCache()
         self.transformer(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **cache_argument(cache), use_cache=True
         )
         width = max(counts)
         lengths = torch.tensor(counts, device=embeds.device)
