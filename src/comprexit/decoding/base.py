@@ -72,8 +72,8 @@ class Decoder(ABC):
         every slot real), with room for `steps` calls: how `comprexit bench` times a step."""
 
     def describe(self) -> dict:
-        """What identifies this decoder in a results file."""
-        return {}
+        """What identifies this decoder in a results file (a strategy adds its own fields)."""
+        return {"prefill_chunk": self.prefill_chunk}
 
     # ------------------------------------------------------------------ shared
     @torch.no_grad()

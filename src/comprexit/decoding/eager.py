@@ -52,4 +52,4 @@ class EagerDecoder(GenerateDecoder):
         super().__init__(backbone, DynamicCaches(backbone), None, stops, prefill_chunk)
 
     def describe(self) -> dict:
-        return {**self.caches.describe(), "compiled": False}
+        return {**super().describe(), "compiled": False}

@@ -56,7 +56,7 @@ class GenerateDecoder(Decoder):
 
     def describe(self) -> dict:
         config = self.compile_config
-        return {**self.caches.describe(), "compiled": config is not None,
+        return {**Decoder.describe(self), **self.caches.describe(), "compiled": config is not None,
                 "compile_mode": config.mode if config else None, "compile_backend": config.backend if config else None}
 
     def _prefill(self, inputs: DecoderInputs, advance: Advance | None) -> Cache:

@@ -166,7 +166,8 @@ class GraphDecoder(Decoder):
 
     def describe(self) -> dict:
         config = self.compile_config
-        return {**self.caches.describe(), "compiled": config is not None, "compile_mode": config.mode if config else None,
+        return {**super().describe(), **self.caches.describe(), "compiled": config is not None,
+                "compile_mode": config.mode if config else None,
                 "compile_backend": config.backend if config else None, "loop": "own", "bucket": self.bucket}
 
     def _state(self, batch: int, length: int) -> StepState:
