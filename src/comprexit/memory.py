@@ -46,9 +46,12 @@ class MemoryEstimate:
         return self.cache_bytes * self.copies + self.transient_bytes
 
 
-def estimate(backbone: "Backbone", positions: int, rows: int, chunk: int | None, prompt: int) -> MemoryEstimate:
-    """What reading `positions` positions `chunk` at a time, then answering `rows` prompts of up to
-    `prompt` positions (question and answer) after them, adds to the memory in use."""
+def estimate(backbone: "Backbone", positions: int, rows: int, prompt: int, chunk: int | None,
+             cached: bool = True) -> MemoryEstimate:
+    """What reading `positions` prefix positions and answering `rows` prompts of up to `prompt`
+    positions (question and answer) after them adds to the memory in use: with `cached`, the prefix
+    is read once, `chunk` positions per pass (None: one pass), and each prompt after a copy of its
+    cache; without, every batch reads prefix and prompts in one pass of `rows` rows."""
     config = backbone.model.config.get_text_config(decoder=True)
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -59,10 +62,12 @@ def estimate(backbone: "Backbone", positions: int, rows: int, chunk: int | None,
     total = positions + prompt
     held = sum(min(total, window) if kind == "sliding_attention" and window else total for kind in types)
     cache = held * 2 * kv_heads * head_dim * element
-    queries = max(min(chunk or positions, positions), rows * prompt)
-    scores = heads * queries * total * max(element, 4)
-    mlp = queries * getattr(config, "intermediate_size", 4 * config.hidden_size) * element
-    return MemoryEstimate(positions, cache, 1 + rows, TRANSIENT_COPIES * max(scores, mlp))
+    # the largest pass: (queries, keys) of the prefill's chunks, of the prompts after the cache, or of it all
+    passes = [(min(chunk or positions, positions), positions), (rows * prompt, total)] if cached else [(rows * total, total)]
+    scores = max(heads * queries * keys for queries, keys in passes) * max(element, 4)
+    mlp = max(queries for queries, _ in passes) * getattr(config, "intermediate_size", 4 * config.hidden_size) * element
+    copies = 1 + rows if cached else rows
+    return MemoryEstimate(positions, cache, copies, TRANSIENT_COPIES * max(scores, mlp))
 
 
 def available_bytes(device: torch.device) -> int | None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from .backbone import Backbone
-from .compressor import ComprExIT
+from .compressor import ComprExIT, Slots
 from .config import ComprExITConfig
-from .compressor import Slots
 from .decoding import SENTENCE, Decoder, EagerDecoder, GraphDecoder, PrefixCache, get_answer_rule
 from .document import CompressedDocument
 from .errors import CheckpointError, InputError
@@ -72,7 +71,6 @@ class Reader:
         self.chunk_tokens = chunk_tokens
         self.compressor_name = compressor_name
         self.decoder = decoder or EagerDecoder(backbone)
-        self.answer_rule_name = answer_rule
         self.answer_rule = get_answer_rule(answer_rule)
 
     @classmethod
@@ -219,11 +217,12 @@ class Reader:
             prompts.append(prompt)
         return prompts
 
-    def check_memory(self, positions: int, questions: int, batch_size: int, what: str, advice: str) -> None:
+    def check_memory(self, positions: int, questions: int, batch_size: int, use_cache: bool, what: str,
+                     advice: str) -> None:
         """Refuse (memory.py) reading `positions` prefix positions and answering up to `batch_size` of
         `questions` questions at once after them, where the device has not the memory it needs."""
-        found = estimate(self.backbone, positions, min(questions, batch_size), self.decoder.prefill_chunk,
-                         PROMPT_RESERVE)
+        found = estimate(self.backbone, positions, min(questions, batch_size), PROMPT_RESERVE,
+                         chunk=self.decoder.prefill_chunk if use_cache else None, cached=use_cache)
         check_fits(found, self.backbone.device, what, advice)
 
     def slot_cache(self, document: CompressedDocument, progress: Progress | None = None) -> PrefixCache:
@@ -260,13 +259,15 @@ class Reader:
         if isinstance(document, str):
             document = self.compress(document, progress=progress)
         self._check_document(document)
-        self.check_memory(document.num_slots + len(self.backbone.bos_ids), len(prompts), batch_size,
+        self.check_memory(document.num_slots + len(self.backbone.bos_ids), len(prompts), batch_size, use_cache,
                           f"reading {document.num_slots:,} slots", "ask fewer questions at once (batch_size)")
         if use_cache:
-            return self._answer_cached(self.slot_cache(document, progress), prompts, max_new_tokens, batch_size,
-                                       progress)
+            cache = self.slot_cache(document, progress)
+            return self._answer(prompts, batch_size, progress,
+                                lambda batch: self.decoder.cached_answers(cache, batch, max_new_tokens))
         prefix = document.prefix().to(self.backbone.device)
-        return self._answer(prefix, prompts, max_new_tokens, batch_size, progress)
+        return self._answer(prompts, batch_size, progress, lambda batch: self.decoder.answers(
+            [SoftPrefix(prefix)] * len(batch), batch, max_new_tokens))
 
     @torch.no_grad()
     def full_context_ids(self, text: str) -> list[int]:
@@ -303,34 +304,27 @@ class Reader:
         prompts = self.prompts(questions, max_new_tokens)
         ids = self.full_context_ids(text) if isinstance(text, str) else list(text)
         positions = len(ids) + len(self.backbone.bos_ids)
-        self.check_memory(positions, len(prompts), batch_size, f"reading {len(ids):,} context tokens in full",
-                          "compress the document instead (no --full-context)")
+        self.check_memory(positions, len(prompts), batch_size, use_cache,
+                          f"reading {len(ids):,} context tokens in full", "compress the document instead (no --full-context)")
         prefix = self.backbone.embed(torch.tensor(ids, device=self.backbone.device))
         if not use_cache:
-            return self._answer(prefix, prompts, max_new_tokens, batch_size, progress)
+            return self._answer(prompts, batch_size, progress, lambda batch: self.decoder.answers(
+                [SoftPrefix(prefix)] * len(batch), batch, max_new_tokens))
         with bar(progress, positions, "reading", "token") as shown:
             cache = self.decoder.prefill(prefix, shown.update)
-        return self._answer_cached(cache, prompts, max_new_tokens, batch_size, progress)
+        return self._answer(prompts, batch_size, progress,
+                            lambda batch: self.decoder.cached_answers(cache, batch, max_new_tokens))
 
-    def _answer(self, prefix: torch.Tensor, prompts, max_new_tokens, batch_size, progress=None) -> list[str]:
-        """Every prompt read after `[BOS] + prefix` in left-padded batches; prefix: (positions, hidden)."""
+    def _answer(self, prompts: list[list[int]], batch_size: int, progress: Progress | None,
+                decode: Callable[[list[list[int]]], list[str]]) -> list[str]:
+        """The answers of `prompts`, `batch_size` at a time: `decode` gives each batch's raw texts (after a
+        prefilled cache, or after `[BOS] + prefix` in left-padded rows), the answer rule cuts them."""
         answers: list[str] = []
         with bar(progress, len(prompts), "answering", "question") as shown:
             for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start : start + batch_size]
-                raw = self.decoder.answers([SoftPrefix(prefix)] * len(chunk), chunk, max_new_tokens)
-                answers.extend(self.answer_rule(text) for text in raw)
-                shown.update(len(chunk))
-        return answers
-
-    def _answer_cached(self, cache: PrefixCache, prompts, max_new_tokens, batch_size, progress=None) -> list[str]:
-        answers: list[str] = []
-        with bar(progress, len(prompts), "answering", "question") as shown:
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start : start + batch_size]
-                raw = self.decoder.cached_answers(cache, chunk, max_new_tokens)
-                answers.extend(self.answer_rule(text) for text in raw)
-                shown.update(len(chunk))
+                batch = prompts[start : start + batch_size]
+                answers.extend(self.answer_rule(text) for text in decode(batch))
+                shown.update(len(batch))
         return answers
 
 
