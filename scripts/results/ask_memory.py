@@ -5,7 +5,8 @@
     PYTHONPATH=/tmp/before/src COMPREXIT_COMMIT=09e5d04 python scripts/results/ask_memory.py measure \
         --label before --skip full:16994 -o results/memory/before.json
     python scripts/results/ask_memory.py table results/memory/before.json results/memory/after.json \
-        -o results/memory/README.md
+        -o results/memory/table.md
+    python scripts/results/ask_memory.py prefill-time -o results/memory/prefill-time.json
 
 Each measurement is one `python -m comprexit ask --device cpu` process (whatever `comprexit` its
 PYTHONPATH finds: the tree to measure), and its peak resident set size is the kernel's count for
@@ -112,6 +113,31 @@ def measure(args: argparse.Namespace) -> None:
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
 
+def prefill_time(args: argparse.Namespace) -> None:
+    """Seconds to read each document into the decoder's cache in one pass and in chunks, in one process,
+    the variants taking turns (so that a busy machine slows them alike)."""
+    import torch
+
+    from comprexit.decoding import EagerDecoder
+    from comprexit.evaluation.report import environment
+    from comprexit.reader import Reader
+
+    reader = Reader.load(device="cpu")
+    chunks = [None, 512, 2048]
+    rows = []
+    for tokens in LENGTHS:
+        prefix = reader.backbone.embed(torch.tensor(reader.backbone.tokenize(prose(reader.backbone.tokenizer, tokens, tokens))))
+        seconds: dict = {chunk: [] for chunk in chunks}
+        for _ in range(args.repeats):
+            for chunk in chunks:
+                start = time.perf_counter()
+                EagerDecoder(reader.backbone, prefill_chunk=chunk).prefill(prefix)
+                seconds[chunk].append(round(time.perf_counter() - start, 1))
+        rows += [{"tokens": tokens, "prefill_chunk": chunk, "seconds": seconds[chunk]} for chunk in chunks]
+        print(rows[-3:], file=sys.stderr, flush=True)
+    Path(args.output).write_text(json.dumps({"environment": environment("cpu"), "rows": rows}, indent=2) + "\n")
+
+
 def table(args: argparse.Namespace) -> None:
     runs = [json.loads(Path(path).read_text()) for path in args.results]
     lines = [
@@ -158,6 +184,10 @@ def main() -> None:
     run.add_argument("--skip", nargs="*", default=[], metavar="MODE:TOKENS", help="e.g. full:16994")
     run.add_argument("-o", "--output", required=True)
     run.set_defaults(run=measure)
+    timing = sub.add_parser("prefill-time")
+    timing.add_argument("--repeats", type=int, default=2)
+    timing.add_argument("-o", "--output", required=True)
+    timing.set_defaults(run=prefill_time)
     merge = sub.add_parser("table")
     merge.add_argument("results", nargs="+")
     merge.add_argument("-o", "--output", required=True)
