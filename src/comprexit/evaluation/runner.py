@@ -118,7 +118,7 @@ def evaluate(
     }
     answered = sum(r["answered_now"] for r in results.values())
     decode_seconds = sum(r["seconds"] for r in results.values())
-    out["questions_per_second"] = round(answered / decode_seconds, 2) if answered else None
+    out["questions_per_second"] = round(answered / decode_seconds, 2) if answered and decode_seconds else None
     if keep_predictions:
         out["predictions"] = predictions
     return out
