@@ -162,3 +162,19 @@ def test_source_weights_are_honoured_each_epoch():
         shares(sizes, [1.0, 1.0])
     with pytest.raises(ConfigError, match="positive sum"):
         shares(sizes, [0, 0, 0])
+
+
+def test_a_data_fraction_keeps_a_fixed_random_share_of_one_source():
+    from comprexit.training.data import Example, ExampleSet, ListSource
+
+    big = ListSource("big", [Example((i,), (1, 2)) for i in range(1000)])
+    small = ListSource("small", [Example((i,), (3,)) for i in range(50)])
+    both = ExampleSet([big, small])
+    tenth = both.fractions([0.1, 1.0], seed=0)
+    assert tenth.sizes == [100, 50] and len(tenth) == 150
+    kept = [tenth[i].context[0] for i in range(100)]
+    assert kept == sorted(kept) and len(set(kept)) == 100 and kept != list(range(100))  # random, in order
+    assert [tenth[i] for i in range(100, 150)] == [small[i] for i in range(50)]
+    assert tenth.lengths.tolist() == [3] * 100 + [2] * 50
+    again = both.fractions([0.1, 1.0], seed=0)
+    assert [again[i] for i in range(150)] == [tenth[i] for i in range(150)]

@@ -13,6 +13,15 @@ from comprexit import ComprExIT, ComprExITConfig
 
 from tiny import save_tiny_backbone, tiny_backbone
 
+def free_port() -> str:
+    """A port no other process holds now (fixed ports collide when test runs overlap)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
 
@@ -36,7 +45,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     one = subprocess.run([sys.executable, "-m", "comprexit", *train_command(backbone, corpus, tmp_path / "one", 8)],
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
     two = subprocess.run([*torchrun, "-m", "comprexit", *train_command(backbone, corpus, tmp_path / "two", 4)],
                          capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
@@ -79,7 +88,7 @@ def test_a_run_checkpointed_on_one_process_resumes_on_two(tmp_path):
     shutil.rmtree(tmp_path / "moved" / "final")
     (saved / "latest").write_text("step-0000002\n")
     resume = ["train", "ntp", "--output-dir", str(tmp_path / "moved"), "--resume", "--batch-size", "4"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
     two = subprocess.run([*torchrun, "-m", "comprexit", *resume], capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
 
@@ -101,7 +110,7 @@ def test_processes_agree_on_a_planned_schedule(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(40))}) + "\n" for _ in range(80)))
     command = [*train_command(backbone, corpus, tmp_path / "planned", 4), "--max-steps", "400", "--plan-minutes", "0.3"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
     planned = subprocess.run([*torchrun, "-m", "comprexit", *command], capture_output=True, text=True, timeout=300)
     assert planned.returncode == 0, planned.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "planned" / "metrics.jsonl").read_text().splitlines()]

@@ -27,11 +27,12 @@ CONFIGS = {
     "icae": dict(lora_rank=4, max_context_tokens=64),
     "500x": dict(lora_rank=4, max_context_tokens=64),
     "prompt-tuning": dict(virtual_tokens=4),
+    "beacon": dict(window=8, max_context_tokens=64),  # 36 tokens: 5 windows, beyond Gemma's 16-entry sliding window
 }
 CONTEXTS = [list(range(4, 40)), list(range(4, 11))]  # 36 and 7 tokens: 9 and 2 positions at 4x
 POSITIONS = {
     "zero-shot": [36, 7], "no-context": [0, 0], "comprexit": [9, 2], "icae": [9, 2], "500x": [9, 2],
-    "prompt-tuning": [4 + 36, 4 + 7], "truncate-last": [9, 2], "truncate-first": [9, 2], "mean-pool": [9, 2],
+    "prompt-tuning": [4 + 36, 4 + 7], "beacon": [9, 2], "truncate-last": [9, 2], "truncate-first": [9, 2], "mean-pool": [9, 2],
 }
 EXAMPLES = [Example(tuple(range(5, 40)), tuple(range(40, 52))), Example(tuple(range(50, 70)), tuple(range(20, 30)), 4)]
 
@@ -124,7 +125,8 @@ def test_save_load_round_trip_gives_identical_prefixes(name, tiny, tmp_path):
             assert torch.equal(x.embeds, y.embeds)
 
 
-def test_icae_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
+@pytest.mark.parametrize("name", ["icae", "beacon"])
+def test_resume_reproduces_the_uninterrupted_run(name, tmp_path, corpus):
     """Checkpoints hold only the trained tensors, and resuming (adapter dropout included) is exact."""
     import json
 
@@ -134,8 +136,8 @@ def test_icae_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
     from comprexit.training.trainer import Trainer
 
     def config(run):
-        return TrainConfig(phase="ntp", data=[str(corpus)], output_dir=str(tmp_path / run), method="icae", lr=3e-3,
-                           batch_size=4, context_tokens=48, continuation_tokens=16, compressor=CONFIGS["icae"],
+        return TrainConfig(phase="ntp", data=[str(corpus)], output_dir=str(tmp_path / run), method=name, lr=3e-3,
+                           batch_size=4, context_tokens=48, continuation_tokens=16, compressor=CONFIGS[name],
                            validation_permille=150, val_examples=4, eval_every=100, save_every=3, max_steps=5, log_every=1,
                            warmup_ratio=0.0, kl_weight=1.0)
 
@@ -148,8 +150,8 @@ def test_icae_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
     assert losses[0] == losses[1]
     a, b = (load_file(tmp_path / run / "final" / "comprexit.safetensors") for run in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    saved = load_file(tmp_path / "b" / "checkpoints" / "step-0000005" / "model.safetensors")
-    assert sum(t.numel() for t in saved.values()) == fresh_encoder("icae", backbone).parameter_count()
+    saved = load_file(tmp_path / "b" / "checkpoints" / "step-0000005" / "trainable.safetensors")
+    assert sum(t.numel() for t in saved.values()) == fresh_encoder(name, backbone).parameter_count()
 
 
 # ---------------------------------------------------------------- ICAE and 500x: LoRA stays in the encoder
@@ -171,11 +173,13 @@ def test_icae_decoder_is_the_plain_backbone(tiny):
     assert encoder.parameter_count() == lora_params + encoder.memory.numel()
 
 
-def test_icae_gradient_checkpointing_gives_the_same_gradients():
-    backbone = tiny_backbone("llama")
+# icae: the adapted copy's layers; beacon: its whole encoder pass (Gemma's sliding windows included)
+@pytest.mark.parametrize("name, kind, changes", [("icae", "llama", {"lora_dropout": 0.0}), ("beacon", "gemma3", {})])
+def test_gradient_checkpointing_gives_the_same_gradients(name, kind, changes):
+    backbone = tiny_backbone(kind)
     grads = []
     for checkpointing in (False, True):
-        encoder = fresh_encoder("icae", backbone, lora_dropout=0.0)
+        encoder = fresh_encoder(name, backbone, **changes)
         perturb(encoder)
         if checkpointing:
             encoder.enable_gradient_checkpointing()
@@ -228,6 +232,134 @@ def test_500x_memory_positions_continue_the_context(tiny):
     assert prefix.lengths == [9, 2] and prefix.next_positions == [1 + 36 + 9, 1 + 7 + 2]
     assert prefix.mask().tolist()[1] == [0] * 7 + [1, 1]
     assert all(float(k[1, :, :7].abs().sum()) == 0 for k in prefix.keys)  # left padding is zero
+
+
+# ---------------------------------------------------------------- Activation Beacon: windows, beacons, a clean backbone
+def streamed_beacons(encoder, context):
+    """The reference: window by window, each read after a cache of `[BOS]` and the earlier windows' beacons only,
+    whose raw tokens' keys and values are then dropped. Per layer the beacons' keys and values, and the next position."""
+    from transformers import DynamicCache
+
+    from comprexit.hf_compat import cache_argument
+    from comprexit.methods.beacon import beacon_projections
+
+    backbone, config = encoder.backbone, encoder.config
+    model = backbone.model.base_model
+    cache = DynamicCache()
+    model(input_ids=torch.tensor([backbone.bos_ids]), **cache_argument(cache), use_cache=True)
+    kept = [(layer.keys, layer.values) for layer in cache.layers]
+    beacons, position = [], 1
+    for start in range(0, len(context), config.window):
+        tokens = context[start : start + config.window]
+        n = -(-len(tokens) // config.ratio)
+        embeds = torch.cat([backbone.embed(torch.tensor(tokens)), encoder.beacons[:n]])[None]
+        past = kept[0][0].shape[2]
+        cache = DynamicCache(ddp_cache_data=kept)  # no model config: sliding layers slide over what is cached
+        cols = torch.arange(len(tokens), len(tokens) + n)
+        with beacon_projections(encoder.attentions, encoder.projections, torch.zeros_like(cols), cols):
+            model(inputs_embeds=embeds, attention_mask=torch.ones(1, past + len(tokens) + n, dtype=torch.long),
+                  position_ids=torch.arange(position, position + len(tokens) + n)[None], **cache_argument(cache),
+                  use_cache=True)
+        new = [(layer.keys[:, :, past + len(tokens) :], layer.values[:, :, past + len(tokens) :]) for layer in cache.layers]
+        kept = [(torch.cat([k, nk], 2), torch.cat([v, nv], 2)) for (k, v), (nk, nv) in zip(kept, new)]
+        beacons.append(new)
+        position += len(tokens) + n
+    keys = [torch.cat([window[layer][0] for window in beacons], 2)[0] for layer in range(len(kept))]
+    values = [torch.cat([window[layer][1] for window in beacons], 2)[0] for layer in range(len(kept))]
+    return keys, values, position
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3", "gemma3-hybrid"])
+def test_beacon_one_pass_equals_streaming_the_windows(kind):
+    """The block-masked single pass gives exactly the keys and values of streaming window by window (sliding windows
+    included: 64 tokens at window 8 make Gemma's 16-entry window bite), and nothing else reaches the decoder."""
+    backbone = tiny_backbone(kind)
+    encoder = fresh_encoder("beacon", backbone)
+    perturb(encoder)
+    contexts = [list(range(4, 68)), list(range(4, 11)), list(range(50, 90))]
+    with torch.no_grad():
+        rows = encoder(ContextBatch(contexts)).rows()
+        for row, context in zip(rows, contexts):
+            keys, values, next_position = streamed_beacons(encoder, context)
+            assert len(row) == -(-len(context) // 4) and row.next_position == next_position
+            for got, want in zip((*row.keys, *row.values), (*keys, *values)):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_beacon_windows_compress_and_pass_information_through_beacons(tiny):
+    encoder = fresh_encoder("beacon", tiny)  # window 8, ratio 4: 2 beacons a window
+    perturb(encoder)
+    context = list(range(4, 40))  # 36 tokens: windows of 8, 8, 8, 8, 4 tokens
+    with torch.no_grad():
+        base = encoder(ContextBatch([context])).rows()[0]
+        early = encoder(ContextBatch([[60] + context[1:]])).rows()[0]  # a token of window 1 changed
+        late = encoder(ContextBatch([context[:9] + [60] + context[10:]])).rows()[0]  # a token of window 2 changed
+    layers = tiny.identity.num_layers
+    assert len(base.keys) == len(base.values) == layers
+    assert all(k.shape[-2] == 9 for k in (*base.keys, *base.values))  # ceil(36 / 4) positions per layer, no raw token
+    for layer in range(1, layers):  # layer 0's keys and values project the beacons' own, context-free, inputs
+        # a change in window 2 reaches its own beacons (positions 2, 3), never window 1's
+        assert not torch.allclose(late.keys[layer][:, 2:4], base.keys[layer][:, 2:4])
+        assert torch.equal(late.keys[layer][:, :2], base.keys[layer][:, :2])
+        assert torch.equal(late.values[layer][:, :2], base.values[layer][:, :2])
+    for layer in range(2, layers):
+        # window 2 reads window 1 only through window 1's beacons, whose keys and values carry window 1 from
+        # layer 1 on: window 1's content reaches window 2's beacons one layer later
+        assert not torch.allclose(early.keys[layer][:, 2:4], base.keys[layer][:, 2:4])
+        assert not torch.allclose(early.values[layer][:, 2:4], base.values[layer][:, 2:4])
+    for layer in range(2):
+        torch.testing.assert_close(early.keys[layer][:, 2:4], base.keys[layer][:, 2:4])
+
+
+def test_beacon_leaves_the_backbone_as_it_was(tiny):
+    from comprexit.methods.beacon import BeaconProjection, beacon_projections
+
+    encoder = fresh_encoder("beacon", tiny)
+    perturb(encoder)
+    ids = torch.tensor([tiny.bos_ids + list(range(5, 30))])
+    plain = tiny.model(input_ids=ids).logits
+    weights = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    projections = [(m.q_proj, m.k_proj, m.v_proj) for m in encoder.attentions]
+    encoder.train()
+    combined_loss(batch_losses(tiny, encoder, EXAMPLES, LossWeights(1.0, 0.5, 0.0)), LossWeights(1.0, 0.5, 0.0)).backward()
+    assert not any(isinstance(m, BeaconProjection) for m in tiny.model.modules())  # wrappers gone after the pass
+    assert [(m.q_proj, m.k_proj, m.v_proj) for m in encoder.attentions] == projections  # the very same modules
+    assert all(p.grad is None and not p.requires_grad for p in tiny.model.parameters())
+    assert all(torch.equal(weights[k], v) for k, v in tiny.model.state_dict().items())
+    assert torch.equal(tiny.model(input_ids=ids).logits, plain)  # the plain decoder pass is unchanged
+    cols = torch.tensor([3])
+    with pytest.raises(RuntimeError, match="boom"):  # removed on an error too
+        with beacon_projections(encoder.attentions, encoder.projections, torch.zeros_like(cols), cols):
+            assert isinstance(encoder.attentions[0].q_proj, BeaconProjection)
+            raise RuntimeError("boom")
+    assert [(m.q_proj, m.k_proj, m.v_proj) for m in encoder.attentions] == projections
+    # trainable: per layer copies of q, k, v (the last layer's q is never read), plus the beacon vectors
+    frozen = sum(p.numel() for m in encoder.attentions for p in (m.q_proj.weight, m.k_proj.weight, m.v_proj.weight))
+    last_q = encoder.attentions[-1].q_proj.weight.numel()
+    assert encoder.parameter_count() == frozen - last_q + 2 * tiny.hidden_size
+
+
+def test_beacon_bad_config_and_inputs_are_refused(tiny):
+    with pytest.raises(ConfigError, match=r"invalid Activation Beacon config: ratio \(3\) must divide window \(64\)"):
+        fresh_encoder("beacon", tiny, window=64, ratio=3)
+    with pytest.raises(ConfigError, match="window must be an integer >= 1, got 0"):
+        fresh_encoder("beacon", tiny, window=0)
+    with pytest.raises(ConfigError, match=r"unknown Activation Beacon config field\(s\) \['stride'\]"):
+        fresh_encoder("beacon", tiny, stride=64)
+    with pytest.raises(InputError, match="beacon was built for contexts of at most 64 tokens, got 86"):
+        build("beacon", tiny).prepare([list(range(4, 90))])
+    assert encoder_class("beacon").config_class().to_dict() == {"window": 64, "ratio": 4, "max_context_tokens": 512}
+
+
+@pytest.mark.slow
+def test_beacon_on_the_bundled_gemma(gemma):
+    encoder = encoder_class("beacon").for_backbone(gemma)
+    assert encoder.parameter_count() == 17_049_600  # 18 layers x (q 640x1024 + k, v 640x256) - last q + 16 x 640
+    with torch.no_grad():
+        prefix = encoder(ContextBatch([list(range(1000, 1130)), list(range(2000, 2007))]))
+    assert prefix.lengths == [33, 2] and prefix.next_positions == [1 + 130 + 33, 1 + 7 + 2]
+    assert all(torch.isfinite(k).all() for k in (*prefix.keys, *prefix.values))
+    assert not any(type(m).__name__ == "BeaconProjection" for m in gemma.model.modules())
 
 
 # ---------------------------------------------------------------- ComprExIT's ablations by name
@@ -298,6 +430,7 @@ METHOD_OPTIONS = {
     "500x": ["--method-config", '{"lora_rank": 4, "max_context_tokens": 64}', "--ae-weight", "0.5"],
     "prompt-tuning": ["--method-config", '{"virtual_tokens": 4}', "--kl-weight", "1"],
     "comprexit": ["--method-config", '{"window": 16}', "--ablation", "wo-allocation"],
+    "beacon": ["--method-config", '{"window": 16, "max_context_tokens": 64}', "--kl-weight", "1", "--gradient-checkpointing"],
 }
 
 

@@ -242,3 +242,45 @@ def test_a_planned_run_sets_its_steps_from_its_speed_and_ends_decayed(tmp_path, 
     train = [r for r in rows if r["kind"] == "train"]
     assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule decays to zero at the planned end
     assert max(r["lr"] for r in train) == pytest.approx(cfg.lr, rel=0.05)
+
+
+def test_kl_can_distil_a_trained_teacher_instead_of_the_frozen_model(tmp_path, qa_file):
+    """--teacher: the KL term reads a prompt-tuned full-context teacher; the bounds gain its CE and F1."""
+    from comprexit.methods.trainable import encoder_class
+    from comprexit.training.objectives import encoder_teacher_states, frozen_pass
+
+    backbone = tiny_backbone("llama")
+    teacher = encoder_class("prompt-tuning").for_backbone(backbone)
+    with torch.no_grad():
+        teacher.tokens.normal_(0, 1.0)  # a teacher unlike the plain frozen model
+    teacher.save_pretrained(tmp_path / "teacher")
+    cfg = TrainConfig(phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "sft"), lr=3e-3, batch_size=4,
+                      max_steps=3, compressor={"window": 32}, validation_permille=200, eval_every=3, save_every=100,
+                      log_every=1, kl_weight=1.0, teacher=str(tmp_path / "teacher"))
+    trainer = Trainer(cfg, backbone=backbone)
+    trainer.train()
+    bounds = json.loads((tmp_path / "sft" / "bounds.json").read_text())
+    assert {"ce_teacher", "f1_teacher"} <= set(bounds) and bounds["ce_teacher"] != bounds["ce_full_context"]
+    rows = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert all("kl" in r for r in rows if r["kind"] == "train")
+    assert "gap_closed_teacher" in next(r for r in rows if r["kind"] == "validation")
+    examples = trainer.split.validation[:3]
+    _, plain = frozen_pass(backbone, examples, states=False, teacher=True)
+    distilled = encoder_teacher_states(backbone, trainer.teacher, examples)
+    assert plain.shape == distilled.shape and not torch.allclose(plain, distilled)
+
+
+def test_a_teacher_without_kl_is_refused(tmp_path, qa_file):
+    from comprexit import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher is only read by the KL term"):
+        TrainConfig(phase="sft", data=[str(qa_file)], teacher=str(tmp_path))
+
+
+def test_snapshots_keep_the_weights_of_every_nth_step(tmp_path, corpus):
+    backbone = tiny_backbone("llama")
+    Trainer(config(tmp_path, corpus, max_steps=6, snapshot_every=2, eval_every=100, save_every=100), backbone=backbone).train()
+    snapshots = sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir())
+    assert snapshots == ["step-0000002", "step-0000004", "step-0000006"]
+    first, last = (load_file(tmp_path / "run" / "snapshots" / s / "comprexit.safetensors") for s in (snapshots[0], snapshots[-1]))
+    assert any(not torch.equal(first[k], last[k]) for k in first)

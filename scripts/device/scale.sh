@@ -24,21 +24,12 @@
 #   STAGE=/tmp/drystage NPROC=2 DRY="--max-steps 2 --batch-size 2 --global-batch-size 4 ..." DRY_OLD="..." \
 #     COMPREXIT_COMMIT=dry bash scripts/device/scale.sh throughput ntp sft eval
 set -euo pipefail
-: "${COMPREXIT_COMMIT:?set COMPREXIT_COMMIT=<sha of the carried tree>: the device copy has no .git of its own}"
-export COMPREXIT_COMMIT
-STAGE=${STAGE:-/root/stage}
-RUNS=$STAGE/runs
-DATA=$STAGE/data
-export PYTHONPATH=/root/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-export COMPREXIT_CACHE=$STAGE/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-OUT=${OUT:-$STAGE/out}
+source "$(dirname "$0")/env.sh"
 NPROC=${NPROC:-4}
 NTP_MINUTES=${NTP_MINUTES:-5}
 SFT_MINUTES=${SFT_MINUTES:-7}
-CX="python3 -m comprexit"
 read -r -a DRY <<< "${DRY:-}"          # a dry run's shrinking options for the new code
 read -r -a DRY_OLD <<< "${DRY_OLD:-}"  # and for the code of 66215f8 (no --global-batch-size there)
-mkdir -p "$RUNS" "$OUT"
 
 WIKI=$DATA/ntp_wikipedia.jsonl.gz
 DEBIAN=$DATA/ntp_debian_docs.jsonl.gz
@@ -152,6 +143,75 @@ step_eval() {  # the selected SFT weights on the four eval files (first 1000 que
   wait
   $CX table $RUNS/eval/scale_*.json -o $RUNS/eval/table.md | tail -1 && cat $RUNS/eval/table.md | sed -n 3,6p
   pack eval eval eval_*.log
+}
+
+# ---------------------------------------------------------------- the next lease (issue "Quality at scale")
+# What this lease could not run, from this session's NTP weights (committed, bf16) so that no NTP is repeated:
+#   sweep     lr x global batch for SFT, four single-GPU runs side by side, equal examples (SWEEP_MINUTES each)
+#   ablation  SFT on 10% / 30% / 100% of squad_v11_train at equal steps, plus the 100% run distilling
+#             a prompt-tuned full-context teacher (needs step `teacher` first), one GPU each
+#   teacher   prompt tuning over the full context, trained on the same QA data (the teacher of `ablation`)
+#   long_sft  the chosen recipe for longer on 4 GPUs, with weights kept every SNAPSHOT steps: evaluating the
+#             snapshots (`curve`) gives eval F1 against examples seen
+NTP_INIT=${NTP_INIT:-$PWD/results/training/2026-11-27-h100x4-scale/ntp/best}
+SWEEP_MINUTES=${SWEEP_MINUTES:-4}
+
+single() {  # single GPU NAME ARGS...: one SFT run on one GPU, in the background
+  local gpu=$1 name=$2; shift 2
+  ( CUDA_VISIBLE_DEVICES=$gpu logged $RUNS/$name.log $CX train sft --preset scale --data $QA_TRAIN \
+      --data-weights $QA_WEIGHTS --output-dir $RUNS/$name --eval-every 100 --log-every 10 "$@" "${DRY[@]}" ) &
+  sleep 2
+}
+
+step_sweep() {  # equal examples: steps x batch = 128k (the selected point of the first lease)
+  single 0 sweep/lr3e-4_b256 --init "$NTP_INIT" --lr 3e-4 --max-steps 500 --max-minutes "$SWEEP_MINUTES"
+  single 1 sweep/lr6e-4_b256 --init "$NTP_INIT" --lr 6e-4 --max-steps 500 --max-minutes "$SWEEP_MINUTES"
+  single 2 sweep/lr1.2e-3_b256 --init "$NTP_INIT" --lr 1.2e-3 --max-steps 500 --max-minutes "$SWEEP_MINUTES"
+  single 3 sweep/lr4e-4_b128 --init "$NTP_INIT" --lr 4e-4 --global-batch-size 128 --max-steps 1000 --max-minutes "$SWEEP_MINUTES"
+  wait
+  $CX summarize $RUNS/sweep/* --title "SFT learning rate x global batch, one GPU each, from the NTP weights of 2026-11-27" \
+    -o $RUNS/sweep/summary.json | tail -8
+  PACK_WEIGHTS=0 pack sweep sweep
+}
+
+step_teacher() {  # prompt tuning over the full context on the same data: the KL teacher of the ablation
+  phase $RUNS/prompt_tuning sft --method prompt-tuning --preset scale --data $QA_TRAIN --data-weights $QA_WEIGHTS \
+    --max-steps 100000 --plan-minutes "${TEACHER_MINUTES:-4}" --max-minutes "$(( ${TEACHER_MINUTES:-4} + 1 ))"
+  pack teacher prompt_tuning/{best,metrics.jsonl,train_config.json,bounds.json} prompt_tuning.log
+}
+
+step_ablation() {  # data size at equal steps, and the prompt-tuned teacher
+  local steps=${ABLATION_STEPS:-400}
+  single 0 ablation/squad_v11_10pct --init "$NTP_INIT" --max-steps "$steps" --data-fractions 0.1 1 1
+  single 1 ablation/squad_v11_30pct --init "$NTP_INIT" --max-steps "$steps" --data-fractions 0.3 1 1
+  single 2 ablation/squad_v11_100pct --init "$NTP_INIT" --max-steps "$steps"
+  [ -d $RUNS/prompt_tuning/best ] && single 3 ablation/teacher_kl --init "$NTP_INIT" --max-steps "$steps" \
+    --kl-weight 0.5 --teacher $RUNS/prompt_tuning/best
+  wait
+  $CX summarize $RUNS/ablation/* --title "SFT at equal steps: 10/30/100% of squad_v11_train, and KL to a prompt-tuned teacher" \
+    -o $RUNS/ablation/summary.json | tail -8
+  PACK_WEIGHTS=0 pack ablation ablation
+}
+
+step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG_ARGS: e.g. "--lr 6e-4")
+  read -r -a long <<< "${LONG_ARGS:-}"
+  phase $RUNS/long_sft sft --preset scale --init "$NTP_INIT" --data $QA_TRAIN --data-weights $QA_WEIGHTS \
+    --max-steps 100000 --plan-minutes "${SFT_MINUTES}" --max-minutes "$(( SFT_MINUTES + 1 ))" --eval-every 250 \
+    --snapshot-every "${SNAPSHOT:-250}" "${long[@]}"
+  pack long_sft long_sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft.log
+}
+
+step_curve() {  # eval F1 of every snapshot of long_sft (reporting only: selection stays on held-out train questions)
+  local gpu=0
+  for snapshot in $RUNS/long_sft/snapshots/step-*; do
+    CUDA_VISIBLE_DEVICES=$(( gpu % NPROC )) logged $RUNS/curve/$(basename $snapshot).log $CX eval --method comprexit \
+      --weights $snapshot --data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}" --batch-size 64 --no-progress \
+      --label "$(basename $snapshot)" --output $RUNS/curve/$(basename $snapshot).json &
+    gpu=$(( gpu + 1 )); [ $(( gpu % NPROC )) = 0 ] && wait
+  done
+  wait
+  $CX table $RUNS/curve/step-*.json -o $RUNS/curve/table.md | tail -1
+  pack curve curve
 }
 
 for step in "$@"; do

@@ -23,18 +23,10 @@
 # Everything a step produces lands in /root/stage/runs (kept while the machine is warm) and is
 # packed into $OUT/<step>.tgz at the end of the step, so results survive a cold machine.
 set -euo pipefail
-: "${COMPREXIT_COMMIT:?set COMPREXIT_COMMIT=<sha of the carried tree>: the device copy has no .git of its own}"
-STAGE=${STAGE:-/root/stage}
-RUNS=$STAGE/runs
-DATA=$STAGE/data
-export PYTHONPATH=/root/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-export COMPREXIT_CACHE=$STAGE/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-OUT=${OUT:-$STAGE/out}
-CX="python3 -m comprexit"
+source "$(dirname "$0")/env.sh"
 EVAL_FILES="$DATA/squad_eval.jsonl.gz $DATA/nq_eval.jsonl.gz $DATA/drop_ood.jsonl.gz $DATA/relext_ood.jsonl.gz"
 SFT_FILES="$DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
 NTP_FILE=$DATA/ntp_debian_docs.jsonl.gz
-mkdir -p "$RUNS" "$OUT"
 # A dry run on a CPU (STAGE=<folder with data/>) shrinks every run: EXTRA_TRAIN_ARGS is appended
 # to each training command (e.g. "--batch-size 2 --max-steps 2 --val-examples 4 --val-questions 4"),
 # EVAL_LIMIT replaces the 1000 questions per eval file.

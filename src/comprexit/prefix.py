@@ -162,6 +162,25 @@ class KVPrefixBatch:
         ]
 
     @classmethod
+    def gather(cls, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], columns: Sequence[Sequence[int]],
+               next_positions: list[int]) -> "KVPrefixBatch":
+        """Row i's `columns[i]` (in order) of an encoder pass's per-layer (batch, kv_heads, S, head_dim) keys and
+        values (a cache's), left-padded with zeros; differentiable."""
+        lengths = [len(row) for row in columns]
+        width = max(lengths)
+        index = torch.zeros(len(columns), width, dtype=torch.long)
+        for i, row in enumerate(columns):
+            index[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+        device = keys[0].device
+        index = index.to(device)
+        real = (torch.arange(width)[None, :] >= width - torch.tensor(lengths)[:, None]).to(device)[:, None, :, None]
+
+        def pick(states: torch.Tensor) -> torch.Tensor:  # (batch, kv_heads, S, head_dim) -> (batch, kv_heads, width, head_dim)
+            return states.gather(2, index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])) * real
+
+        return cls(tuple(pick(k) for k in keys), tuple(pick(v) for v in values), lengths, list(next_positions))
+
+    @classmethod
     def stack(cls, rows: Sequence[KVPrefix]) -> "KVPrefixBatch":
         """Left-pad single prefixes (zeros on padding) into one batch."""
         width = max(len(r) for r in rows)

@@ -13,6 +13,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--output", "-o", required=True, help="results JSON (a .md is written beside it)")
     parser.add_argument("--title", default="Training runs")
     parser.add_argument("--note", default="", help="a line added under the table (e.g. where runs without an environment record ran)")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="also draw every run's training loss against examples seen (do runs of one recipe agree?)")
     parser.add_argument("--throughput", action="store_true",
                         help="add a throughput table: examples/s and tokens/s per run and per GPU against the first run")
     parser.set_defaults(run=run)
@@ -40,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
         markdown += f"\n{args.note}\n"
     markdown += f"\nSummarised with commit {env['commit']} on {env['date']}.\n"
     output.with_suffix(".md").write_text(markdown)
+    if args.plot:
+        from ..training.plots import plot_runs
+        from ..training.summary import examples_per_step
+
+        plot_runs({r["run"]: Path(path) / "metrics.jsonl" for r, path in zip(runs, args.runs)},
+                  {r["run"]: examples_per_step(r["recipe"]) for r in runs}, Path(args.plot), args.title)
     print(markdown, end="")
     return 0
 

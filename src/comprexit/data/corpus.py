@@ -26,6 +26,15 @@ def is_streamed(spec: str) -> bool:
 
 def iter_documents(spec: str | Path) -> Iterator[str]:
     """The documents of a corpus file or `hf:` dataset, in order."""
+    for _, text in iter_records(spec):
+        yield text
+
+
+def iter_records(spec: str | Path) -> Iterator[tuple[dict | None, str]]:
+    """(record, text) of each document: the JSON object or dataset row it came from (None for plain text).
+
+    For readers that need a document's other fields too, e.g. the "source" that names its article.
+    """
     if is_streamed(str(spec)):
         yield from _hf_documents(str(spec))
         return
@@ -39,7 +48,7 @@ def iter_documents(spec: str | Path) -> Iterator[str]:
     if kind is FileFormat.TEXT:
         text = read_text(path)
         if text.strip():
-            yield text
+            yield None, text
         return
     first = True
     for number, line in stream_lines(path):
@@ -54,11 +63,11 @@ def iter_documents(spec: str | Path) -> Iterator[str]:
         body = record.get("text", record.get("context")) if isinstance(record, dict) else None
         if not isinstance(body, str):
             raise DataError(f"{path.name} line {number}: expected an object with a string 'text' field")
-        yield body
+        yield record, body
 
 
-def _hf_documents(spec: str) -> Iterator[str]:
-    """A Hugging Face dataset's "text" column, streamed (default split: train).
+def _hf_documents(spec: str) -> Iterator[tuple[dict, str]]:
+    """(row, its "text") of a Hugging Face dataset, streamed (default split: train).
 
     NAME may also be a local folder of data files that `datasets` reads, which needs no network.
     """
@@ -81,4 +90,4 @@ def _hf_documents(spec: str) -> Iterator[str]:
         if not isinstance(body, str):
             raise DataError(f"{spec} row {number}: expected a string 'text' column, got {sorted(row)}")
         if body.strip():
-            yield body
+            yield row, body

@@ -105,6 +105,7 @@ def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
 def _import_builtin_methods() -> None:
     # registration happens on import
     from . import (  # noqa: F401
+        beacon,
         comprexit,
         compressor_500x,
         icae,

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import torch
 from torch import nn
 from transformers import DynamicCache
 
@@ -78,21 +77,11 @@ class Compressor500xEncoder(MemoryTokenEncoder):
         self.transformer(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **cache_argument(cache), use_cache=True
         )
-        width = max(counts)
-        lengths = torch.tensor(counts, device=embeds.device)
-        # memory token j of row i goes to column width - counts[i] + j (left padding)
-        index = torch.zeros(len(counts), width, dtype=torch.long, device=embeds.device)
-        index = index.index_put((rows, width - lengths[rows] + slot), cols)
-        real = (torch.arange(width, device=embeds.device)[None, :] >= width - lengths[:, None])[:, None, :, None]
-
-        def gather(states: torch.Tensor) -> torch.Tensor:  # (batch, kv_heads, S, head_dim) -> (batch, kv_heads, width, head_dim)
-            picked = states.gather(2, index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3]))
-            return picked * real
-
-        keys = tuple(gather(layer.keys) for layer in cache.layers)
-        values = tuple(gather(layer.values) for layer in cache.layers)
-        next_positions = (cols[slot == 0] + lengths).tolist()  # first memory column + M = T + M + 1
-        return KVPrefixBatch(keys, values, counts, next_positions)
+        firsts = cols[slot == 0].tolist()  # each row's first memory column
+        columns = [range(first, first + n) for first, n in zip(firsts, counts)]
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        return KVPrefixBatch.gather(keys, values, columns, [first + n for first, n in zip(firsts, counts)])  # T + M + 1
 
 
 @register_method("500x")

@@ -25,11 +25,13 @@ class TrainConfig:
     data: list[str] = _field(list, "corpus files or hf:NAME[:SPLIT] datasets (ntp), QA files (sft); each one is a source")
     data_weights: list[float] | None = _field(
         None, "sampling weight of each --data source per epoch (default: every example once, in proportion to size)")
+    data_fractions: list[float] | None = _field(
+        None, "keep this random share of each --data source's training examples (1 = all): data-size ablations")
     extra_ntp: list[str] = _field(list, "QA files whose contexts are added as NTP text (ntp only)")
     max_corpus_documents: int | None = _field(None, "read only the first N documents of each corpus (ntp)")
     output_dir: str = _field("runs/run", "run folder: metrics, checkpoints, best/ and final/ weights")
     backbone: str | None = _field(None, "hub id, folder or .gguf (default: the bundled Gemma-3-270M)")
-    method: str = _field("comprexit", "the trainable method (comprexit, icae, 500x, prompt-tuning)")
+    method: str = _field("comprexit", "the trainable method (comprexit, icae, 500x, beacon, prompt-tuning)")
     ablation: str | None = _field(None, "a named ablation of the method (comprexit: wo-allocation, embedding-only, "
                                         "middle-layer, last-layer)")
     init: str | None = _field(None, "weights folder of the same method to start from (e.g. the NTP result)")
@@ -47,7 +49,9 @@ class TrainConfig:
     weight_decay: float = _field(0.0, "AdamW weight decay")
     max_grad_norm: float = _field(20.0, "gradient clipping norm")
     ce_weight: float = _field(1.0, "weight of the target cross-entropy")
-    kl_weight: float = _field(0.0, "weight of KL to the frozen model reading the full context")
+    kl_weight: float = _field(0.0, "weight of KL to the teacher: the frozen model reading the full context, or --teacher")
+    teacher: str | None = _field(None, "weights folder of a trained encoder (e.g. prompt tuning over the full context) "
+                                       "whose decoder distribution the KL term distils instead of the frozen model's")
     ae_weight: float = _field(0.0, "weight of autoencoding the context from the slots")
     ae_tokens: int = _field(512, "context tokens reconstructed by the autoencoding loss")
     context_tokens: int = _field(512, "context tokens compressed per example (QA contexts keep their tail)")
@@ -58,6 +62,8 @@ class TrainConfig:
     val_questions: int = _field(300, "held-out questions scored by F1 at each validation (sft)")
     eval_every: int = _field(100, "validate every N steps (and keep the best weights)")
     save_every: int = _field(200, "checkpoint every N steps")
+    snapshot_every: int | None = _field(
+        None, "also keep the weights of every N-th step in snapshots/step-N (for curves of eval F1 against examples seen)")
     checkpoint_shard_mb: float = _field(15.0, "largest checkpoint file, in MiB (larger states are sharded)")
     log_every: int = _field(10, "log training metrics every N steps")
     seed: int = _field(0, "seed of initialisation and data order")
@@ -115,10 +121,19 @@ class TrainConfig:
                 problems.append(f"data_weights has {len(self.data_weights)} value(s) for {len(self.data)} data file(s)")
             elif any(not isinstance(w, (int, float)) or w < 0 for w in self.data_weights) or sum(self.data_weights) <= 0:
                 problems.append(f"data_weights must be >= 0 with a positive sum, got {self.data_weights}")
+        if self.data_fractions is not None:
+            if len(self.data_fractions) != len(self.data):
+                problems.append(f"data_fractions has {len(self.data_fractions)} value(s) for {len(self.data)} data file(s)")
+            elif any(not isinstance(f, (int, float)) or not 0 < f <= 1 for f in self.data_fractions):
+                problems.append(f"data_fractions must be in (0, 1], got {self.data_fractions}")
+        if self.snapshot_every is not None and (not isinstance(self.snapshot_every, int) or self.snapshot_every < 1):
+            problems.append(f"snapshot_every must be an integer >= 1, got {self.snapshot_every!r}")
         if self.max_corpus_documents is not None and self.max_corpus_documents < 1:
             problems.append(f"max_corpus_documents must be >= 1, got {self.max_corpus_documents!r}")
         if not isinstance(self.checkpoint_shard_mb, (int, float)) or not self.checkpoint_shard_mb > 0:
             problems.append(f"checkpoint_shard_mb must be > 0, got {self.checkpoint_shard_mb!r}")
+        if self.teacher is not None and not self.kl_weight > 0:
+            problems.append("teacher is only read by the KL term: give kl_weight > 0 with it")
         if self.extra_ntp and self.phase != "ntp":
             problems.append("extra_ntp applies to the ntp phase only")
         if self.init and (self.compressor or self.ablation):

@@ -18,6 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.long_context import (
+    CHUNK_SEPARATOR,
+    Article,
+    corpus_articles,
+    held_out_articles,
+    joined_tokens,
+    segment_lengths,
+    span_splits,
+)
 from ..data.qa import QAExample, keep_tail, load_qa
 from ..data.token_cache import TokenizedCorpus, is_held_out, tokenized_corpus
 from ..errors import DataError
@@ -90,6 +99,54 @@ class CorpusPieces(Sequence):
         return Example(tuple(tokens[start:split].tolist()), tuple(tokens[split:end].tolist()))
 
 
+class SubsetSource(Sequence):
+    """Some examples of another source (a data-size ablation's share), drawn once, kept in their order."""
+
+    def __init__(self, source, indices: np.ndarray):
+        self.name = source.name
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.lengths = source.lengths[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.source[int(self.indices[index])]
+
+
+class LongSpans(Sequence):
+    """NTP examples of whole articles: `context` tokens (several chunks' worth) and the `continuation` after them.
+
+    The spans' places come from `data.long_context` (article grouping, repeated title lines,
+    continuations kept inside one chunk); the ids are cut from the memory-mapped cache on demand.
+    Articles shorter than one span give none.
+    """
+
+    def __init__(self, name: str, corpus: TokenizedCorpus, articles: Sequence[Article], context: int,
+                 continuation: int, separator_ids: Sequence[int]):
+        self.name = name
+        self.corpus, self.articles, self.separator_ids = corpus, list(articles), list(separator_ids)
+        self.context, self.continuation = int(context), int(continuation)
+        owner, split = [], []
+        for index, article in enumerate(self.articles):
+            lengths = segment_lengths(corpus, article)
+            found = span_splits(lengths, len(self.separator_ids), self.context, self.continuation)
+            owner.extend([index] * len(found))
+            split.extend(found)
+        self.owner, self.split = np.asarray(owner, dtype=np.int64), np.asarray(split, dtype=np.int64)
+        self.lengths = np.full(len(self.split), self.context + self.continuation, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> Example:
+        tokens = joined_tokens(self.corpus, self.articles[int(self.owner[index])], self.separator_ids)
+        split = int(self.split[index])
+        return Example(tuple(tokens[split - self.context : split].tolist()),
+                       tuple(tokens[split : split + self.continuation].tolist()))
+
+
 class ExampleSet(Sequence):
     """Several sources' examples concatenated: index i of source k is `offsets[k] + i`."""
 
@@ -113,6 +170,18 @@ class ExampleSet(Sequence):
             raise IndexError(index)
         k = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return self.sources[k][index - int(self.offsets[k])]
+
+    def fractions(self, shares: Sequence[float], seed: int) -> "ExampleSet":
+        """A random share of each source's examples (1.0 keeps a source whole): data-size ablations."""
+        rng = np.random.default_rng([seed, 104729])
+        kept = []
+        for source, share in zip(self.sources, shares):
+            if share >= 1:
+                kept.append(source)
+                continue
+            count = max(1, round(share * len(source)))
+            kept.append(SubsetSource(source, np.sort(rng.choice(len(source), count, replace=False))))
+        return ExampleSet(kept)
 
     def head(self, count: int) -> "ExampleSet":
         """Only the first `count` examples (quick runs, overfit checks)."""
@@ -186,6 +255,27 @@ def load_ntp(
         ids = backbone.tokenizer(contexts, add_special_tokens=False)["input_ids"] if contexts else []
         train.append(ListSource("extra-ntp", ntp_examples(ids, context_tokens, continuation_tokens)))
     return Split(ExampleSet(train), interleave(validation, val_examples))
+
+
+def long_spans(
+    tokenizer,
+    spec: str,
+    *,
+    context_tokens: int,
+    continuation_tokens: int = 128,
+    validation_permille: int = 20,
+    max_documents: int | None = None,
+    show_progress: bool = True,
+) -> tuple[LongSpans, LongSpans]:
+    """(train, validation) long NTP spans of one corpus file, held out by article (see `data.long_context`)."""
+    corpus = tokenized_corpus(spec, tokenizer, max_documents=max_documents, show_progress=show_progress)
+    articles = corpus_articles(spec, corpus, tokenizer)
+    held = held_out_articles(articles, validation_permille)
+    separator = tokenizer(CHUNK_SEPARATOR, add_special_tokens=False)["input_ids"]
+    name = f"{str(spec).rsplit('/', 1)[-1]}@{context_tokens}"
+    sources = [LongSpans(name, corpus, [a for a, h in zip(articles, held) if h == side], context_tokens,
+                         continuation_tokens, separator) for side in (False, True)]
+    return sources[0], sources[1]
 
 
 # ---------------------------------------------------------------------------- SFT

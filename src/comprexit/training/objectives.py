@@ -222,6 +222,30 @@ def frozen_pass(
     return batch, teacher_states
 
 
+@torch.no_grad()
+def encoder_teacher_states(backbone: Backbone, teacher: nn.Module, examples: Sequence[Example]) -> torch.Tensor:
+    """Final states, at the scored positions, of the decoder reading a frozen teacher encoder's prefix."""
+    contexts = [list(e.context) for e in examples]
+    prefix = teacher(ContextBatch.of(backbone, contexts, teacher))
+    final, offsets = prefix_hidden(backbone, prefix, [e.targets for e in examples])
+    rows, positions, _ = _scored(examples, offsets)
+    return final[_to_device(rows, backbone.device), _to_device(positions, backbone.device)]
+
+
+@torch.no_grad()
+def teacher_losses(backbone: Backbone, teacher: nn.Module, examples: Sequence[Example], batch_size: int) -> float:
+    """Mean target CE of the decoder reading a teacher encoder's prefix: the gap's better end."""
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        states = encoder_teacher_states(backbone, teacher, batch)
+        labels = torch.tensor([e.targets[j] for e in batch for j in range(e.score_from, len(e.targets))], device=states.device)
+        ce, _ = token_losses(backbone, states, labels)
+        total += float(ce)
+        count += len(labels)
+    return total / count
+
+
 def batch_losses(
     backbone: Backbone,
     encoder: nn.Module,
@@ -230,16 +254,22 @@ def batch_losses(
     marker: AutoencodeMarker | None = None,
     ae_tokens: int = 512,
     timer: Timer | None = None,
+    teacher_encoder: nn.Module | None = None,
 ) -> BatchLosses:
     """Losses of `examples` for the current context encoder (training or validation).
 
-    `encoder` is a `ContextEncoder`, possibly wrapped for data parallelism.
+    `encoder` is a `ContextEncoder`, possibly wrapped for data parallelism. The KL teacher is
+    the frozen model reading the full context, or, with `teacher_encoder` (a trained, frozen
+    encoder such as prompt tuning over the full context), the decoder reading that encoder's prefix.
     """
     timer = timer or Timer(False)
     device = backbone.device
     reads_states = getattr(encoder, "module", encoder).reads_frozen_states
     timer.mark(None, device)
-    batch, teacher = frozen_pass(backbone, examples, states=reads_states, teacher=weights.kl > 0)
+    full_context_teacher = weights.kl > 0 and teacher_encoder is None
+    batch, teacher = frozen_pass(backbone, examples, states=reads_states, teacher=full_context_teacher)
+    if weights.kl > 0 and teacher_encoder is not None:
+        teacher = encoder_teacher_states(backbone, teacher_encoder, examples)
     timer.mark("encoder", device)
 
     prefix = encoder(batch)
@@ -292,7 +322,10 @@ def reference_losses(backbone: Backbone, examples: Sequence[Example], batch_size
     return {"ce_full_context": sums["full"] / count, "ce_no_context": sums["none"] / count, "tokens": count}
 
 
-def gap_closed(ce_compressed: float, bounds: dict[str, float]) -> float:
-    """Share of the no-context -> full-context loss gap that the compressed context closes."""
-    gap = bounds["ce_no_context"] - bounds["ce_full_context"]
+def gap_closed(ce_compressed: float, bounds: dict[str, float], upper: str = "ce_full_context") -> float:
+    """Share of the no-context -> full-context loss gap that the compressed context closes.
+
+    `upper`: the bound at the gap's better end, e.g. "ce_teacher" for a trained teacher's CE.
+    """
+    gap = bounds["ce_no_context"] - bounds[upper]
     return (bounds["ce_no_context"] - ce_compressed) / gap if gap > 0 else float("nan")

@@ -60,3 +60,22 @@ def plot_run(metrics_path: Path, output: Path, title: str = "") -> Path | None:
         ax.set_ylabel("F1 (held-out train questions)")
         ax.legend(fontsize=7)
     return save_figure(fig, output, title)
+
+
+def plot_runs(runs: dict[str, Path], examples_per_step: dict[str, int], output: Path, title: str = "") -> Path | None:
+    """Training loss of several runs against training examples seen: do runs of one recipe agree?
+
+    runs: name -> metrics.jsonl; examples_per_step: name -> the run's global batch.
+    """
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, path in runs.items():
+        train = [r for r in read_metrics(path) if r.get("kind") == "train"]
+        if train:
+            ax.plot([r["step"] * examples_per_step[name] for r in train], [r["loss"] for r in train], ".-", label=name)
+    ax.set_xlabel("training examples seen")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    return save_figure(fig, output, title)

@@ -39,7 +39,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         "bounds": {k: bounds.get(k) for k in ("ce_full_context", "ce_no_context", "f1_full_context") if k in bounds},
         "final_validation": validation[-1] if validation else None,
         "validations": [{**{k: r[k] for k in ("step", "ce", "gap_closed") if k in r},
-                         "examples": r["step"] * _examples_per_step(recipe)} for r in validation],
+                         "examples": r["step"] * examples_per_step(recipe)} for r in validation],
         "best_validation": json.loads(selection.read_text()) if selection.is_file() else None,
         "examples_per_second_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
         "throughput": steady_throughput(train, profile),
@@ -89,7 +89,7 @@ def throughput_markdown(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _examples_per_step(recipe: dict[str, Any]) -> int:
+def examples_per_step(recipe: dict[str, Any]) -> int:
     """Examples per optimizer step: the global batch, or the batch of each process, accumulated, over every process."""
     if recipe.get("global_batch_size"):
         return int(recipe["global_batch_size"])
@@ -112,7 +112,7 @@ def validation_at(run: dict[str, Any], point: int, by: str = "step") -> dict[str
 
 def summary_markdown(runs: Sequence[dict[str, Any]], title: str) -> str:
     # runs of one batch size compare at a step; a batch-size sweep compares at equal examples seen
-    by = "step" if len({_examples_per_step(r["recipe"]) for r in runs}) <= 1 else "examples"
+    by = "step" if len({examples_per_step(r["recipe"]) for r in runs}) <= 1 else "examples"
     common = common_validation_step(runs, by)
     where = f"step {common}" if by == "step" else f"{common:,} examples" if common is not None else "- examples"
     lines = [

@@ -33,16 +33,18 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..backbone import Backbone
 from ..data.mixture import epoch_indices
+from ..data.token_cache import tokenized_corpus
 from ..data.qa import QADataset
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.report import environment
 from ..evaluation.runner import EvalSettings, evaluate
 from ..methods import create_method
-from ..methods.trainable import ContextEncoder, encoder_class
+from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
 from . import checkpoints
 from .config import TrainConfig
 from .data import Example, Split, bucketed_batches, load_ntp, load_sft
-from .objectives import AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses
+from .objectives import (AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses,
+                         teacher_losses)
 from .plots import plot_run
 
 
@@ -82,9 +84,10 @@ class Trainer:
         self.encoder_class.check_objectives({"ce": self.weights.ce, "kl": self.weights.kl, "ae": self.weights.ae})
         self.encoder_class.check_ablation(config.ablation)
         self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
+        self.teacher = self._load_teacher()
         started = time.perf_counter()
-        with self.accelerator.main_process_first():  # the main process builds the token cache; the others open it
-            self.split = self._load_data()
+        self._build_token_caches()
+        self.split = self._load_data()
         self.data_seconds = time.perf_counter() - started
         self.val_questions = (QADataset("validation", self.split.held_out_questions, source="held-out train questions")
                               if config.phase == "sft" else None)
@@ -98,6 +101,23 @@ class Trainer:
             (self.run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     # ------------------------------------------------------------------ set-up
+    def _load_teacher(self) -> ContextEncoder | None:
+        """A trained encoder whose decoder distribution the KL term distils (frozen), or None."""
+        if self.config.teacher is None:
+            return None
+        teacher = load_encoder(self.config.teacher, self.backbone).to(self.accelerator.device).eval()
+        teacher.requires_grad_(False)
+        return teacher
+
+    def _build_token_caches(self) -> None:
+        """The main process tokenises any corpus not yet cached while the others wait; then all read in parallel."""
+        if self.config.phase != "ntp":
+            return
+        with self.accelerator.main_process_first():
+            if self.is_main:
+                for spec in self.config.data:
+                    tokenized_corpus(spec, self.backbone.tokenizer, max_documents=self.config.max_corpus_documents)
+
     def _accumulation(self) -> int:
         c = self.config
         if c.global_batch_size is None:
@@ -123,6 +143,8 @@ class Trainer:
                 self.backbone, c.data, context_budget=c.context_tokens, validation_permille=c.validation_permille,
                 val_examples=c.val_examples, val_questions=c.val_questions,
             )
+        if c.data_fractions is not None:  # the extra NTP source, if any, stays whole
+            split.train = split.train.fractions(list(c.data_fractions) + [1.0] * len(split.train.sources), c.seed)
         if c.max_train_examples:
             split.train = split.train.head(c.max_train_examples)
         if not len(split.train):
@@ -279,7 +301,7 @@ class Trainer:
         val = self._shard(self.split.validation)
         for start in range(0, len(val), batch):
             losses = batch_losses(self.backbone, self.encoder, val[start : start + batch], self.weights, self.marker,
-                                  self.config.ae_tokens)
+                                  self.config.ae_tokens, teacher_encoder=self.teacher)
             for k, v in losses.sums.items():
                 sums[k] = sums.get(k, torch.zeros((), device=device)) + v.float()
                 tokens[k] = tokens.get(k, 0.0) + losses.tokens[k]
@@ -288,6 +310,8 @@ class Trainer:
         totals = self.accelerator.reduce(totals, reduction="sum") if self.world > 1 else totals
         row = {k: float(totals[i, 0] / totals[i, 1].clamp_min(1)) for i, k in enumerate(keys)}
         row["gap_closed"] = gap_closed(row["ce"], self.bounds)
+        if "ce_teacher" in self.bounds:
+            row["gap_closed_teacher"] = gap_closed(row["ce"], self.bounds, upper="ce_teacher")
         if self.val_questions is not None and len(self.val_questions):
             row.update(self._validation_f1())
         self.encoder.train()
@@ -310,12 +334,18 @@ class Trainer:
         if path.is_file():
             return json.loads(path.read_text())
         bounds = reference_losses(self.backbone, self.split.validation, self.config.batch_size)
+        if self.teacher is not None:
+            bounds["ce_teacher"] = teacher_losses(self.backbone, self.teacher, self.split.validation, self.config.batch_size)
         if self.val_questions is not None and len(self.val_questions):
             from ..methods.zero_shot import FullContext
 
-            result = evaluate(FullContext(self.backbone), {"validation": self.val_questions},
-                              EvalSettings(batch_size=64, context_budget=self.config.context_tokens), show_progress=False)
+            settings = EvalSettings(batch_size=64, context_budget=self.config.context_tokens)
+            result = evaluate(FullContext(self.backbone), {"validation": self.val_questions}, settings, show_progress=False)
             bounds["f1_full_context"] = result["datasets"]["validation"]["f1"]
+            if self.teacher is not None:
+                method = create_method(self.teacher.method, self.backbone, encoder=self.teacher)
+                result = evaluate(method, {"validation": self.val_questions}, settings, show_progress=False)
+                bounds["f1_teacher"] = result["datasets"]["validation"]["f1"]
         if self.is_main:
             path.write_text(json.dumps(bounds, indent=2) + "\n")
         return bounds
@@ -392,6 +422,8 @@ class Trainer:
                     self._validate_and_select(step)
                 if step % c.save_every == 0 and step < self.total_steps:
                     self.save_checkpoint()
+                if c.snapshot_every and step % c.snapshot_every == 0 and self.is_main:
+                    self.unwrapped.save_pretrained(self.run_dir / "snapshots" / f"step-{step:07d}")
                 out_of_time = c.max_minutes is not None and (time.perf_counter() - started) / 60 > c.max_minutes
                 if out_of_time or step == stop_at_step:
                     paused = self.position.step < self.total_steps
@@ -426,7 +458,8 @@ class Trainer:
         for index, chunk in enumerate(micro):
             last = index == len(micro) - 1
             with nullcontext() if last else self.accelerator.no_sync(self.encoder):
-                losses = batch_losses(self.backbone, self.encoder, chunk, self.weights, self.marker, c.ae_tokens, timer)
+                losses = batch_losses(self.backbone, self.encoder, chunk, self.weights, self.marker, c.ae_tokens, timer,
+                                      teacher_encoder=self.teacher)
                 window.add(losses)
                 losses.tokens = denominators
                 self.accelerator.backward(combined_loss(losses, self.weights))
