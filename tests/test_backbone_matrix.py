@@ -74,8 +74,8 @@ def test_reader_refuses_bad_input(tiny):
     reader = Reader(tiny, ComprExIT.for_backbone(tiny, ComprExITConfig(window=16)))
     with pytest.raises(InputError, match="context is empty"):
         reader.compress("   \n ")
-    with pytest.raises(InputError, match="question is empty"):
-        reader.ask("Some text.", ["  "])
+    with pytest.raises(InputError, match="question 2 is empty"):
+        reader.ask("Some text.", ["Who?", "  "])
     with pytest.raises(InputError, match="no question"):
         reader.ask("Some text.", [])
     with pytest.raises(InputError, match=r"the context has \d+ tokens; at most \d+ fit"):
@@ -101,8 +101,11 @@ def test_backbone_load_from_folder_and_bad_names(kind, tmp_path):
     backbone = Backbone.load(folder, device="cpu", dtype="float32", attn_implementation="eager")
     assert backbone.identity.hidden_size == 32 and backbone.model.config._attn_implementation == "eager"
     assert Backbone.load(folder, device="cpu", dtype="bfloat16").dtype == torch.bfloat16
-    with pytest.raises(CheckpointError, match="cannot load causal LM"):
+    with pytest.raises(CheckpointError, match="no such backbone folder or file: .*missing-model"):
         Backbone.load(tmp_path / "missing-model", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="cannot load causal LM"):
+        Backbone.load(tmp_path / "empty", device="cpu")
     with pytest.raises(CheckpointError, match="GGUF file not found"):
         Backbone.load(tmp_path / "missing.gguf", device="cpu")
 

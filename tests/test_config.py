@@ -72,8 +72,32 @@ def test_the_papers_answer_rule_cuts_at_first_period_or_newline(raw, answer):
     assert get_answer_rule("paper")(raw) == answer
 
 
+@pytest.mark.parametrize(
+    "raw, answer",
+    [
+        ("Frobnicator 3.14.2", "Frobnicator 3.14.2"),  # a version (the paper's rule: "Frobnicator 3")
+        (" version 3.14.2. It was released", "version 3.14.2"),
+        ("https://example.org/a.b", "https://example.org/a.b"),  # a URL (the paper's rule: "https://example")
+        ("See https://example.org/a.b. Then", "See https://example.org/a.b"),
+        ("e.g. the lens", "e.g. the lens"),  # an abbreviation keeps its full stop
+        ("Dr. Agnes Mallory. She designed it", "Dr. Agnes Mallory"),
+        ("Washington, D.C.", "Washington, D.C."),
+        ("J. R. R. Tolkien", "J. R. R. Tolkien"),
+        ("3.5 km. The next", "3.5 km"),  # a decimal
+        ("write to a.b@example.org today", "write to a.b@example.org today"),  # an e-mail address
+        ("Paris. It was...", "Paris"),  # still cut at the end of a sentence
+        ("Paris\nNext", "Paris"),
+        ("Paris...", "Paris"),
+        ("  1867", "1867"),
+        ("", ""),
+    ],
+)
+def test_the_sentence_rule_keeps_tokens_with_full_stops_whole(raw, answer):
+    assert get_answer_rule("sentence")(raw) == answer
+
+
 def test_answer_rules_are_named_and_registered_once():
-    with pytest.raises(ConfigError, match="unknown answer rule 'sentence'; known rules: paper"):
-        get_answer_rule("sentence")
+    with pytest.raises(ConfigError, match="unknown answer rule 'nonsense'; known rules: paper, sentence"):
+        get_answer_rule("nonsense")
     with pytest.raises(ValueError, match="registered twice"):
         answer_rule("paper")(str.strip)

@@ -40,6 +40,28 @@ def test_runner_is_deterministic_and_resumes(tmp_path, qa_path):
     assert again["datasets"]["toy"]["answered_now"] == 12 and again["predictions"] == first["predictions"]
 
 
+def test_eval_scores_with_the_papers_cut_and_records_the_rule(tmp_path, qa_path, monkeypatch):
+    """`comprexit eval` keeps the paper's cut (first "." or newline) whatever `ask` uses, and says so."""
+    from comprexit.decoding import EagerDecoder
+
+    monkeypatch.setattr(EagerDecoder, "answers", lambda self, prefixes, prompts, n: [" version 3.14.2 today"] * len(prompts))
+    method = create_method("zero-shot", tiny_backbone("llama"))
+    data = {"toy": load_mrqa(qa_path)}
+    results = evaluate(method, data, EvalSettings(batch_size=4), keep_predictions=True, show_progress=False)
+    assert results["settings"]["answer_rule"] == "paper"
+    assert {row["prediction"] for row in results["predictions"]["toy"]} == {"version 3"}
+    other = evaluate(method, data, EvalSettings(batch_size=4, answer_rule="sentence"), keep_predictions=True,
+                     show_progress=False)
+    assert {row["prediction"] for row in other["predictions"]["toy"]} == {"version 3.14.2 today"}
+    json_path, md_path = write_results(results, tmp_path / "r.json")
+    assert "answers cut by the 'paper' rule" in md_path.read_text()
+    results["settings"].pop("answer_rule")  # a file written before the rule was recorded
+    write_results(results, json_path)
+    assert load_results(json_path)["settings"]["answer_rule"] == "paper"
+    with pytest.raises(ConfigError, match="unknown answer rule 'cut'"):
+        EvalSettings(answer_rule="cut")
+
+
 def test_results_files_and_comparison_table(tmp_path, qa_path):
     backbone = tiny_backbone("llama")
     runs = []

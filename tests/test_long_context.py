@@ -224,10 +224,26 @@ def test_data_command_refuses_bad_input_in_one_line_before_any_work(tmp_path, ca
     assert message in err and "\n" not in err and not (tmp_path / "out").exists()
 
 
+def test_data_command_refuses_a_file_as_its_folder_and_an_unknown_backbone_offline_in_one_line(tmp_path, capsys,
+                                                                                              monkeypatch):
+    from huggingface_hub import constants
+
+    source = write_mrqa(tmp_path / "toy_eval.jsonl.gz", toy_questions(3))
+    (tmp_path / "out").write_text("a file")
+    argv = ["data", "distractors", "--data", str(source), "--backbone", "nobody/no-such-model", "-q"]
+    assert main(argv + ["-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a file; -o names the folder" in err and "\n" not in err
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(argv + ["-o", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'nobody/no-such-model' is not in the Hugging Face cache" in err and "\n" not in err
+
+
 def test_the_data_command_needs_a_builder(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["data"])
-    assert exit_.value.code == 2 and "distractors" in capsys.readouterr().err
+    assert main(["data"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "required: {distractors}" in err and "\n" not in err
 
 
 def test_the_real_eval_files_give_documents_without_leaks(shared_data, tmp_path, count):

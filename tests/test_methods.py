@@ -193,10 +193,12 @@ def frozen_kv(backbone, contexts):
     """The frozen backbone's own cache over `[BOS] + context`: a key/value prefix whose meaning is known."""
     from transformers import DynamicCache
 
+    from comprexit.hf_compat import cache_argument
+
     rows = []
     for context in contexts:
         cache = DynamicCache()
-        backbone.model.base_model(input_ids=torch.tensor([backbone.bos_ids + context]), past_key_values=cache, use_cache=True)
+        backbone.model.base_model(input_ids=torch.tensor([backbone.bos_ids + context]), **cache_argument(cache), use_cache=True)
         rows.append(KVPrefix(tuple(layer.keys[0] for layer in cache.layers), tuple(layer.values[0] for layer in cache.layers),
                              len(backbone.bos_ids) + len(context)))
     return rows
@@ -238,12 +240,13 @@ def streamed_beacons(encoder, context):
     whose raw tokens' keys and values are then dropped. Per layer the beacons' keys and values, and the next position."""
     from transformers import DynamicCache
 
+    from comprexit.hf_compat import cache_argument
     from comprexit.methods.beacon import beacon_projections
 
     backbone, config = encoder.backbone, encoder.config
     model = backbone.model.base_model
     cache = DynamicCache()
-    model(input_ids=torch.tensor([backbone.bos_ids]), past_key_values=cache, use_cache=True)
+    model(input_ids=torch.tensor([backbone.bos_ids]), **cache_argument(cache), use_cache=True)
     kept = [(layer.keys, layer.values) for layer in cache.layers]
     beacons, position = [], 1
     for start in range(0, len(context), config.window):
@@ -255,7 +258,7 @@ def streamed_beacons(encoder, context):
         cols = torch.arange(len(tokens), len(tokens) + n)
         with beacon_projections(encoder.attentions, encoder.projections, torch.zeros_like(cols), cols):
             model(inputs_embeds=embeds, attention_mask=torch.ones(1, past + len(tokens) + n, dtype=torch.long),
-                  position_ids=torch.arange(position, position + len(tokens) + n)[None], past_key_values=cache,
+                  position_ids=torch.arange(position, position + len(tokens) + n)[None], **cache_argument(cache),
                   use_cache=True)
         new = [(layer.keys[:, :, past + len(tokens) :], layer.values[:, :, past + len(tokens) :]) for layer in cache.layers]
         kept = [(torch.cat([k, nk], 2), torch.cat([v, nv], 2)) for (k, v), (nk, nv) in zip(kept, new)]

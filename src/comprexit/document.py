@@ -10,16 +10,16 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from . import __version__
 from .backbone import BackboneIdentity
 from .errors import CheckpointError, InputError
+from .outputs import check_writable, write_safetensors
 
 FORMAT = "comprexit-document-1"
 
 
-@dataclass
+@dataclass(repr=False)
 class CompressedDocument:
     """Slots of one document and where they came from.
 
@@ -44,6 +44,13 @@ class CompressedDocument:
     def num_slots(self) -> int:
         return int(self.mask.sum())
 
+    def __repr__(self) -> str:
+        """What a person wants to see of it (never its tensors): `CompressedDocument(252 tokens -> 63 slots,
+        4x, backbone gemma-3-270m, compressor shipped)`."""
+        compressor = f", compressor {self.compressor}" if self.compressor else ""
+        return (f"CompressedDocument({self.context_tokens:,} tokens -> {self.num_slots:,} slots, {self.ratio}x, "
+                f"backbone {self.backbone.name}{compressor})")
+
     def prefix(self) -> torch.Tensor:
         """The (non-empty slots, hidden) vectors the decoder reads."""
         return self.slots[self.mask]
@@ -62,14 +69,11 @@ class CompressedDocument:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write one safetensors file (slots + mask, metadata in its header); temp name, then rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        """Write one safetensors file (slots + mask, metadata in its header) into an existing folder
+        (none is created), as outputs.py writes every file: a temporary name, the umask's mode, a rename."""
+        path = check_writable(path, command="save")
         tensors = {"slots": self.slots.detach().float().contiguous().cpu(), "mask": self.mask.cpu().to(torch.uint8)}
-        save_file(tensors, tmp, metadata={"comprexit": json.dumps(self.metadata())})
-        tmp.replace(path)
-        return path
+        return write_safetensors(tensors, path, metadata={"comprexit": json.dumps(self.metadata())})
 
     @classmethod
     def load(cls, path: str | Path) -> "CompressedDocument":

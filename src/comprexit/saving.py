@@ -14,18 +14,22 @@ from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from . import __version__
 from .backbone import BackboneIdentity
 from .errors import CheckpointError
+from .outputs import write_safetensors
 
 if TYPE_CHECKING:
     from .backbone import Backbone
 
 CONFIG_FILE = "comprexit_config.json"
 WEIGHTS_FILE = "comprexit.safetensors"
+# every top-level field a weights folder's JSON may hold; any other is refused, as an unknown field
+# inside "config" is (a misspelt "embeding_rms" would otherwise be ignored and its default used)
+CONFIG_FIELDS = ("library", "version", "method", "config", "backbone", "embedding_rms", "parameters")
 
 
 def save_folder(directory: str | Path, module: nn.Module, meta: dict) -> Path:
@@ -33,11 +37,13 @@ def save_folder(directory: str | Path, module: nn.Module, meta: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"library": "comprexit", "version": __version__, **meta}
+    unknown = sorted(set(meta) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ValueError(f"save_folder was given fields {unknown} that loading would refuse; add them to CONFIG_FIELDS")
     weights = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp_weights, tmp_config = directory / (WEIGHTS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
-    save_file(weights, tmp_weights, metadata={"format": "pt", "comprexit_version": __version__})
+    tmp_config = directory / (CONFIG_FILE + ".tmp")
+    write_safetensors(weights, directory / WEIGHTS_FILE, metadata={"format": "pt", "comprexit_version": __version__})
     tmp_config.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp_weights.replace(directory / WEIGHTS_FILE)
     tmp_config.replace(directory / CONFIG_FILE)
     return directory
 
@@ -105,6 +111,11 @@ def read_checkpoint_config(directory: Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(meta, dict) or "config" not in meta or "backbone" not in meta:
         raise CheckpointError(f"{path} lacks the 'config' or 'backbone' entry")
+    unknown = sorted(set(meta) - set(CONFIG_FIELDS))
+    if unknown:
+        raise CheckpointError(f"{path} has unknown top-level field(s) {unknown}; known fields: {', '.join(CONFIG_FIELDS)}")
+    if meta.get("library", "comprexit") != "comprexit":
+        raise CheckpointError(f"{path} was written by {meta['library']!r}, not by comprexit")
     return meta
 
 

@@ -1,4 +1,9 @@
-"""`comprexit` command line: one module per sub-command, each with `add_parser` and `run`."""
+"""`comprexit` command line: one module per sub-command, each with `add_parser` and `run`.
+
+Bad input of any kind ends with one line on stderr and exit code 2, before any work: argparse's
+own errors (an unknown option, a value of the wrong type) through `OneLineParser`, the options
+every command shares through `common.check_arguments`, the rest in each command's `run`.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,23 @@ import warnings
 
 from ..errors import ComprexitError
 from . import ask, bench, bench_sweep, compress, data, eval, explain, info, summarize, table, train
+from .common import check_arguments
 
 COMMANDS = [ask, compress, explain, info, eval, table, train, summarize, bench, bench_sweep, data]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line (the problem and where help is) instead of the usage
+    block and the problem; sub-command parsers are made of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="comprexit", description="Soft context compression for frozen LLMs (ComprExIT)."
     )
     parser.add_argument("--version", action="version", version=f"comprexit {__version__}")
@@ -29,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _quiet_libraries()
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, a usage error: its code, returned like any other
+        return stop.code if isinstance(stop.code, int) else 2
+    _quiet_libraries(getattr(args, "quiet", False))
+    try:
+        check_arguments(args)
         return int(args.run(args) or 0)
     except ComprexitError as error:
         print(f"comprexit {args.command}: error: {error}", file=sys.stderr)
@@ -41,15 +59,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _quiet_libraries() -> None:
-    """Keep library chatter (load progress bars, generation notes) out of a user's answers."""
+def _quiet_libraries(quiet: bool) -> None:
+    """Keep library chatter (generation notes, deprecation notes) out of a user's view; the bars of a
+    first download or conversion stay (on stderr, on a terminal, without --quiet)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        if quiet or not sys.stderr.isatty():
+            hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -1,19 +1,22 @@
 """`comprexit data`: builders of derived data sets, one sub-command each.
 
     comprexit data distractors   long QA documents: each gold paragraph hidden among distractors
+
+As every command: the whole plan is checked before the tokenizer loads (one line, exit 2), the
+written paths go to stdout, the progress bar to stderr (only on a terminal, not with --quiet).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .common import comma_names
+from .common import comma_names, progress_of
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("data", help="build derived data sets (long documents with distractors)",
                             description="Builders of derived data sets, one sub-command each.")
-    builders = parser.add_subparsers(dest="builder", required=True)
+    builders = parser.add_subparsers(required=True)  # a missing one is named by its choices: {distractors}
     _add_distractors(builders)
 
 
@@ -39,7 +42,8 @@ def _add_distractors(builders) -> None:
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the files")
     parser.add_argument("--backbone", default=None,
                         help="whose tokenizer counts the tokens (default: the bundled Gemma-3-270M)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "-q", "--no-progress", dest="quiet", action="store_true",
+                        help="no progress bar on stderr (errors are still printed)")
     parser.set_defaults(run=run_distractors)
 
 
@@ -61,6 +65,7 @@ def load_tokenizer(spec: str | None):
 
     from .. import bundled
     from ..errors import CheckpointError
+    from ..hub import hub_source
 
     if spec is None or spec in bundled.BUNDLED_ALIASES:
         return AutoTokenizer.from_pretrained(bundled.ensure_dense_copy()), bundled.BUNDLED_NAME
@@ -68,18 +73,19 @@ def load_tokenizer(spec: str | None):
     try:
         if spec.endswith(".gguf"):
             return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name), path.name
-        return AutoTokenizer.from_pretrained(spec), spec
+        return AutoTokenizer.from_pretrained(spec, **hub_source(spec)), spec
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load the tokenizer of {spec!r}: {str(error).splitlines()[0]}") from error
 
 
 def run_distractors(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from pathlib import Path
 
     from ..data.distractors import token_counter
     from ..data.long_benchmark import build_benchmark, check_plan
     from ..data.token_cache import tokenizer_fingerprint
     from ..errors import InputError
+    from ..progress import bar
 
     for name in ("limit", "per_context"):
         if getattr(args, name) < 0:
@@ -87,12 +93,15 @@ def run_distractors(args: argparse.Namespace) -> int:
     lengths, positions = _lengths(args.lengths), comma_names(args.positions)
     limit, per_context = args.limit or None, args.per_context or None
     check_plan(args.data, lengths, positions, limit, per_context)
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise InputError(f"{args.output} is a file; -o names the folder for the files")
     tokenizer, name = load_tokenizer(args.backbone)
     files = len(args.data) * len(lengths) * len(positions)
-    with tqdm(total=files, desc="documents", unit="file", disable=args.no_progress) as bar:
+    with bar(progress_of(args), total=files, desc="documents", unit="file") as shown:
         written = build_benchmark(
             args.data, lengths, positions, args.output, token_counter(tokenizer), name,
-            tokenizer_fingerprint(tokenizer), limit=limit, per_context=per_context, seed=args.seed, progress=lambda: bar.update(1),
+            tokenizer_fingerprint(tokenizer), limit=limit, per_context=per_context, seed=args.seed,
+            progress=lambda: shown.update(1),
         )
     for path in written:
         print(path)

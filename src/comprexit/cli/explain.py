@@ -5,21 +5,22 @@
 Every argument is checked before the model loads, so a typo costs no time: the page must end
 in .html/.htm, every output's folder must exist and be writable (no folder is created), no
 output may be a folder or the input document, the device must exist and a given compressor
-folder must be a readable ComprExIT folder. The written paths go to stdout, one per line; the
-summary line goes to stderr.
+folder must be a readable ComprExIT folder (those two for every command: common.py). The
+written paths go to stdout, one per line; the summary line and the progress bar go to stderr
+(neither with --quiet).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ComprexitError, InputError
-from .common import add_backbone_options, add_compressor_option, load_reader, read_context_file
+from ..outputs import check_writable
+from .common import add_backbone_options, add_compressor_option, load_reader, progress_of, read_context_file, status
 
 PAGE_SUFFIXES = (".html", ".htm")
 
@@ -52,6 +53,7 @@ def add_parser(sub) -> None:
         default=None,
         help="write PREFIX-plan.png and PREFIX-layers.png (default: the page's path without its suffix)",
     )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no summary line or progress bar on stderr")
     add_compressor_option(parser)
     add_backbone_options(parser)
     parser.set_defaults(run=run)
@@ -62,21 +64,16 @@ def run(args: argparse.Namespace) -> int:
 
     outputs = check_outputs(args.file, args.output, args.png_prefix)
     check_plotting()
-    check_device(args.device)
-    check_compressor(args.compressor)
     text = read_context_file(args.file)
     reader = load_reader(args)
     start = time.perf_counter()
-    explanation = explain_text(reader, text)
+    explanation = explain_text(reader, text, progress=progress_of(args))
     try:
         written = write_page(explanation, *outputs.all(), title=Path(args.file).name)
     except OSError as error:
         raise InputError(f"cannot write {error.filename or outputs.page}: {error.strerror}") from error
-    print(
-        f"explained {explanation.num_tokens} tokens -> {explanation.num_slots} slots "
-        f"in {len(explanation.chunk_starts)} chunk(s) in {time.perf_counter() - start:.2f} s",
-        file=sys.stderr,
-    )
+    status(args, f"explained {explanation.num_tokens} tokens -> {explanation.num_slots} slots "
+                 f"in {len(explanation.chunk_starts)} chunk(s) in {time.perf_counter() - start:.2f} s")
     print("\n".join(str(path) for path in written))
     return 0
 
@@ -90,17 +87,8 @@ def check_outputs(document: str, page: str, png_prefix: str | None) -> Outputs:
         raise InputError(f"--png-prefix must name files, not a folder: use e.g. {Path(png_prefix) / 'doc'}")
     prefix = Path(png_prefix) if png_prefix is not None else page_path.with_suffix("")
     outputs = Outputs(page_path, prefix.with_name(prefix.name + "-plan.png"), prefix.with_name(prefix.name + "-layers.png"))
-    source = Path(document).resolve()
     for path in outputs.all():
-        folder = path.parent
-        if path.resolve() == source:
-            raise InputError(f"{path} is the input document; choose another output")
-        if path.is_dir():
-            raise InputError(f"{path} is a folder; give a file name")
-        if not folder.is_dir():
-            raise InputError(f"folder {folder} does not exist (explain creates no folders)")
-        if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise InputError(f"cannot write {path}: permission denied")
+        check_writable(path, document, "explain")
     return outputs
 
 
@@ -109,21 +97,3 @@ def check_plotting() -> None:
 
     if pyplot() is None:
         raise ComprexitError("explain draws PNGs with matplotlib: pip install 'comprexit[plots]'")
-
-
-def check_device(device: str) -> None:
-    """Refuse an unknown or unavailable device now, not after the document is read."""
-    from ..backbone import resolve_device
-
-    try:
-        resolve_device(device)
-    except RuntimeError as error:  # torch.device("tpu"): "Expected one of cpu, cuda, ... device type"
-        raise InputError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from error
-
-
-def check_compressor(folder: str | None) -> None:
-    """A given compressor folder must hold a readable ComprExIT config (its backbone is checked on load)."""
-    from ..saving import read_folder_config
-
-    if folder is not None:
-        read_folder_config(folder, "comprexit")

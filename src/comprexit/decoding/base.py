@@ -27,6 +27,7 @@ from ..assembly import LEFT, DecoderInputs, Tokens, Vectors, assemble
 from ..errors import ConfigError
 from .answers import cut_at_stop, default_stops
 from .cache import PrefixCache
+from .prefill import PREFILL_CHUNK, Advance
 
 if TYPE_CHECKING:
     from ..backbone import Backbone
@@ -38,16 +39,23 @@ class Decoder(ABC):
 
     stops: the token ids that end a row (default: the model's end-of-sequence ids); empty to
         decode exactly `max_new_tokens` per row (what the serving benchmark times).
+    prefill_chunk: positions of a prefix read per forward pass (prefill.py: memory linear in the
+        prefix's length); None reads a prefix in one pass.
     """
 
-    def __init__(self, backbone: "Backbone", stops: Sequence[int] | None = None):
+    def __init__(self, backbone: "Backbone", stops: Sequence[int] | None = None,
+                 prefill_chunk: int | None = PREFILL_CHUNK):
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ConfigError(f"prefill_chunk must be >= 1 or None, got {prefill_chunk}")
         self.backbone = backbone
         self.stops = default_stops(backbone) if stops is None else tuple(int(s) for s in stops)
+        self.prefill_chunk = prefill_chunk
 
     # ------------------------------------------------------------------ what a strategy implements
     @abstractmethod
-    def _prefill(self, inputs: DecoderInputs) -> object:
-        """The cache over one row, `[BOS] + prefix` (batch 1, no padding), as this decoder reads it."""
+    def _prefill(self, inputs: DecoderInputs, advance: Advance | None) -> object:
+        """The cache over one row, `[BOS] + prefix` (batch 1, no padding), as this decoder reads it,
+        read `prefill_chunk` positions at a time (`advance` is told of each chunk)."""
 
     @abstractmethod
     def _generate(self, inputs: DecoderInputs, max_new_tokens: int) -> torch.Tensor:
@@ -64,16 +72,19 @@ class Decoder(ABC):
         every slot real), with room for `steps` calls: how `comprexit bench` times a step."""
 
     def describe(self) -> dict:
-        """What identifies this decoder in a results file."""
-        return {}
+        """What identifies this decoder in a results file (a strategy adds its own fields)."""
+        return {"prefill_chunk": self.prefill_chunk}
 
     # ------------------------------------------------------------------ shared
     @torch.no_grad()
-    def prefill(self, prefix: torch.Tensor) -> PrefixCache:
-        """Read `[BOS] + prefix` once; prefix: (positions, hidden) input-embedding vectors."""
+    def prefill(self, prefix: torch.Tensor, advance: Advance | None = None) -> PrefixCache:
+        """Read `[BOS] + prefix` once; prefix: (positions, hidden) input-embedding vectors.
+
+        advance: told how many positions each pass read (a progress bar's `update`).
+        """
         backbone = self.backbone
         inputs = assemble(backbone, Tokens([backbone.bos_ids]), Vectors(prefix[None], [len(prefix)]))
-        return PrefixCache(self._prefill(inputs), inputs.attention_mask, inputs.width, self)
+        return PrefixCache(self._prefill(inputs, advance), inputs.attention_mask, inputs.width, self)
 
     @torch.no_grad()
     def generate(self, inputs: DecoderInputs, max_new_tokens: int) -> list[list[int]]:

@@ -15,6 +15,7 @@ from transformers.cache_utils import Cache
 from ..assembly import DecoderInputs
 from .cache import PrefixCache
 from .generate import GenerateDecoder
+from .prefill import PREFILL_CHUNK, Advance, prefill
 
 if TYPE_CHECKING:
     from ..backbone import Backbone
@@ -29,10 +30,8 @@ class DynamicCaches:
     def fresh(self, rows: int, positions: int) -> Cache:
         return DynamicCache(config=self.backbone.model.config.get_text_config(decoder=True))
 
-    def snapshot(self, inputs: DecoderInputs) -> Cache:
-        out = self.backbone.model(inputs_embeds=inputs.embeds(), attention_mask=inputs.attention_mask, use_cache=True,
-                                  logits_to_keep=1)
-        return out.past_key_values
+    def snapshot(self, inputs: DecoderInputs, chunk: int | None, advance: Advance | None = None) -> Cache:
+        return prefill(self.backbone.model, self.fresh(1, inputs.width), inputs, chunk, advance)
 
     def working(self, cache: PrefixCache, rows: int, positions: int) -> Cache:
         """A copy (generation appends to the cache it is given), with a row per prompt."""
@@ -48,8 +47,9 @@ class DynamicCaches:
 class EagerDecoder(GenerateDecoder):
     """Greedy decoding by generate over dynamic caches, uncompiled."""
 
-    def __init__(self, backbone: "Backbone", stops: Sequence[int] | None = None):
-        super().__init__(backbone, DynamicCaches(backbone), None, stops)
+    def __init__(self, backbone: "Backbone", stops: Sequence[int] | None = None,
+                 prefill_chunk: int | None = PREFILL_CHUNK):
+        super().__init__(backbone, DynamicCaches(backbone), None, stops, prefill_chunk)
 
     def describe(self) -> dict:
-        return {**self.caches.describe(), "compiled": False}
+        return {**super().describe(), "compiled": False}

@@ -15,8 +15,10 @@ from transformers import CompileConfig
 from transformers.cache_utils import Cache
 
 from ..assembly import DecoderInputs
+from ..hf_compat import cache_argument
 from .base import Decoder
 from .cache import PrefixCache
+from .prefill import PREFILL_CHUNK, Advance
 
 if TYPE_CHECKING:
     from ..backbone import Backbone
@@ -28,8 +30,8 @@ class Caches(Protocol):
     def fresh(self, rows: int, positions: int) -> Cache:
         """An empty cache for `rows` rows that will hold `positions` positions in all."""
 
-    def snapshot(self, inputs: DecoderInputs) -> Cache:
-        """A batch-1 cache holding the one row of `inputs`."""
+    def snapshot(self, inputs: DecoderInputs, chunk: int | None, advance: Advance | None = None) -> Cache:
+        """A batch-1 cache holding the one row of `inputs`, read `chunk` positions per pass (prefill.py)."""
 
     def working(self, cache: PrefixCache, rows: int, positions: int) -> Cache:
         """A cache for `rows` rows holding `cache`'s positions, which generate may append to
@@ -47,18 +49,18 @@ class GenerateDecoder(Decoder):
     """
 
     def __init__(self, backbone: "Backbone", caches: Caches, compile_config: CompileConfig | None = None,
-                 stops=None):
-        super().__init__(backbone, stops)
+                 stops=None, prefill_chunk: int | None = PREFILL_CHUNK):
+        super().__init__(backbone, stops, prefill_chunk)
         self.caches = caches
         self.compile_config = compile_config
 
     def describe(self) -> dict:
         config = self.compile_config
-        return {**self.caches.describe(), "compiled": config is not None,
+        return {**Decoder.describe(self), **self.caches.describe(), "compiled": config is not None,
                 "compile_mode": config.mode if config else None, "compile_backend": config.backend if config else None}
 
-    def _prefill(self, inputs: DecoderInputs) -> Cache:
-        return self.caches.snapshot(inputs)
+    def _prefill(self, inputs: DecoderInputs, advance: Advance | None) -> Cache:
+        return self.caches.snapshot(inputs, self.prefill_chunk, advance)
 
     def _generate(self, inputs: DecoderInputs, max_new_tokens: int) -> torch.Tensor:
         past = self.caches.fresh(inputs.rows, inputs.width + max_new_tokens)
@@ -79,7 +81,7 @@ class GenerateDecoder(Decoder):
     def _greedy(self, past: Cache, max_new_tokens: int, **inputs) -> torch.Tensor:
         options = {"disable_compile": True} if self.compile_config is None else {"compile_config": self.compile_config}
         return self.backbone.model.generate(
-            **inputs, past_key_values=past, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+            **inputs, **cache_argument(past), max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
             top_p=None, top_k=None, pad_token_id=self.backbone.pad_token_id, eos_token_id=list(self.stops), **options,
         )
 
@@ -96,7 +98,7 @@ class GenerateDecoder(Decoder):
             mask = torch.ones(rows, seen[0] + 1, dtype=torch.long, device=device)
             positions = torch.full((rows, 1), seen[0], dtype=torch.long, device=device)
             inputs = model.prepare_inputs_for_generation(
-                ids, next_sequence_length=1, past_key_values=past, attention_mask=mask, position_ids=positions,
+                ids, next_sequence_length=1, **cache_argument(past), attention_mask=mask, position_ids=positions,
                 use_cache=True, logits_to_keep=1,
             )
             forward(**inputs, return_dict=True)

@@ -41,8 +41,10 @@ from transformers.cache_utils import Cache
 
 from ..assembly import DecoderInputs
 from ..errors import ConfigError
+from ..hf_compat import cache_argument
 from .base import Decoder
 from .cache import PrefixCache
+from .prefill import PREFILL_CHUNK, Advance
 from .static_caches import RESERVE, FullLengthLayout, StaticCaches, check_fits
 
 if TYPE_CHECKING:
@@ -106,7 +108,7 @@ def prefill_step(model, cache: Cache, state: StepState, embeds: torch.Tensor, po
     marks: (2,) long, [index of the last real position, number of right pads].
     """
     last = marks[:1]
-    out = model(inputs_embeds=embeds, attention_mask=state.valid, position_ids=positions, past_key_values=cache,
+    out = model(inputs_embeds=embeds, attention_mask=state.valid, position_ids=positions, **cache_argument(cache),
                 use_cache=True, logits_to_keep=last)
     for layer in cache.layers:  # wind back over the right pads
         layer.cumulative_length.sub_(marks[1])
@@ -119,7 +121,7 @@ def prefill_step(model, cache: Cache, state: StepState, embeds: torch.Tensor, po
 def decode_step(model, cache: Cache, state: StepState) -> None:
     """One decode step: every row reads its last chosen token, and the next one is chosen."""
     out = model(input_ids=state.tokens, attention_mask=state.valid, position_ids=state.positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                **cache_argument(cache), use_cache=True, logits_to_keep=1)
     state.positions.add_(1)
     _choose(state, out.logits[:, -1])
 
@@ -137,8 +139,9 @@ class GraphDecoder(Decoder):
 
     def __init__(self, backbone: "Backbone", max_cache_len: int | None = None,
                  compile_config: CompileConfig | None = None, reserve: int = RESERVE, bucket: int = BUCKET,
-                 check_every: int = CHECK_EVERY, stops: Sequence[int] | None = None):
-        super().__init__(backbone, stops)
+                 check_every: int = CHECK_EVERY, stops: Sequence[int] | None = None,
+                 prefill_chunk: int | None = PREFILL_CHUNK):
+        super().__init__(backbone, stops, prefill_chunk)
         if bucket < 1 or check_every < 1:
             raise ConfigError(f"bucket and check_every must be >= 1, got {bucket} and {check_every}")
         layer_types = set(getattr(backbone.config, "layer_types", None) or [])
@@ -163,7 +166,8 @@ class GraphDecoder(Decoder):
 
     def describe(self) -> dict:
         config = self.compile_config
-        return {**self.caches.describe(), "compiled": config is not None, "compile_mode": config.mode if config else None,
+        return {**super().describe(), **self.caches.describe(), "compiled": config is not None,
+                "compile_mode": config.mode if config else None,
                 "compile_backend": config.backend if config else None, "loop": "own", "bucket": self.bucket}
 
     def _state(self, batch: int, length: int) -> StepState:
@@ -173,8 +177,8 @@ class GraphDecoder(Decoder):
         return self._states[key]
 
     # ------------------------------------------------------------------ the strategy
-    def _prefill(self, inputs: DecoderInputs) -> Cache:
-        return self.caches.snapshot(inputs)
+    def _prefill(self, inputs: DecoderInputs, advance: Advance | None) -> Cache:
+        return self.caches.snapshot(inputs, self.prefill_chunk, advance)
 
     def _generate(self, inputs: DecoderInputs, max_new_tokens: int) -> torch.Tensor:
         cache = self.caches.fresh(inputs.rows, inputs.width + max_new_tokens)

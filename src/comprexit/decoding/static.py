@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Sequence
 from transformers import CompileConfig
 
 from .generate import GenerateDecoder
+from .prefill import PREFILL_CHUNK
 from .static_caches import RESERVE, LibraryLayout, StaticCaches
 
 if TYPE_CHECKING:
@@ -56,8 +57,10 @@ class StaticDecoder(GenerateDecoder):
         compile_config: CompileConfig | None = None,
         reserve: int = RESERVE,
         stops: Sequence[int] | None = None,
+        prefill_chunk: int | None = PREFILL_CHUNK,
     ):
-        super().__init__(backbone, StaticCaches(backbone, LibraryLayout(), max_cache_len, reserve), compile_config, stops)
+        super().__init__(backbone, StaticCaches(backbone, LibraryLayout(), max_cache_len, reserve), compile_config, stops,
+                         prefill_chunk)
 
     @classmethod
     def compiled(

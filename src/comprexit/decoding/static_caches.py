@@ -30,6 +30,7 @@ from transformers.cache_utils import Cache, StaticLayer
 from ..assembly import DecoderInputs
 from ..errors import ConfigError, InputError
 from .cache import PrefixCache
+from .prefill import Advance, prefill
 
 if TYPE_CHECKING:
     from ..backbone import Backbone
@@ -124,16 +125,12 @@ class StaticCaches:
         return cache
 
     @torch.no_grad()
-    def snapshot(self, inputs: DecoderInputs) -> Cache:
-        """A batch-1 cache over the one row of `inputs`, with room for `reserve` more positions
-        (the question and answer) when lengths are chosen per prefix."""
-        if inputs.rows != 1:
-            raise ValueError("a prefix snapshot holds one row; prompts are broadcast over it by `working`")
+    def snapshot(self, inputs: DecoderInputs, chunk: int | None, advance: Advance | None = None) -> Cache:
+        """A batch-1 cache over the one row of `inputs`, read `chunk` positions per pass (prefill.py),
+        with room for `reserve` more positions (the question and answer) when lengths are chosen per prefix."""
         length = self.cache_length(inputs.width + self.reserve)
         check_fits(inputs.width, length)
-        cache = self.layout.new(self.backbone, length)
-        self.backbone.model(inputs_embeds=inputs.embeds(), attention_mask=inputs.attention_mask, past_key_values=cache,
-                            use_cache=True, logits_to_keep=1)
+        cache = prefill(self.backbone.model, self.layout.new(self.backbone, length), inputs, chunk, advance)
         self._length[cache], self._filled[cache] = length, inputs.width
         return cache
 

@@ -82,6 +82,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(results, dict) or "datasets" not in results or "method" not in results:
         raise InputError(f"{path} is not a comprexit evaluation results file")
+    results.setdefault("settings", {}).setdefault("answer_rule", "paper")  # files from before the rule was recorded
     return results
 
 
@@ -126,7 +127,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"- device: {env.get('device', '?')}; commit {env.get('commit', '?')}; {env.get('date', '?')}",
         f"- settings: context budget {settings.get('context_budget')} tokens (tail kept), greedy, "
         f"{settings.get('max_new_tokens')} new tokens, batch {settings.get('batch_size')}",
-        f"- prompt after the context: {settings.get('template')!r}",
+        f"- prompt after the context: {settings.get('template')!r}; answers cut by the "
+        f"{settings.get('answer_rule', 'paper')!r} rule",
         f"- wall time {results.get('wall_seconds')} s; {results.get('questions_per_second')} questions/s",
         "",
         "| dataset | questions | EM | F1 | contexts cut | questions/s |",

@@ -27,18 +27,24 @@ from .metrics import ScoreTotals, average_over_datasets, score
 
 @dataclass
 class EvalSettings:
-    """How questions are asked; stored in every results file."""
+    """How questions are asked; stored in every results file.
+
+    answer_rule: how a generated text is cut into the answer scored; "paper" (the first "." or
+        newline), the protocol every reported number uses, so that they stay comparable.
+    """
 
     context_budget: int = 512
     max_new_tokens: int = 20
     batch_size: int = 32
     template: str = DEFAULT_TEMPLATE
+    answer_rule: str = PAPER
 
     def __post_init__(self) -> None:
         for name in ("context_budget", "max_new_tokens", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         PromptTemplate(self.template)
+        get_answer_rule(self.answer_rule)
 
 
 class ProgressLog:
@@ -112,7 +118,7 @@ def evaluate(
     }
     answered = sum(r["answered_now"] for r in results.values())
     decode_seconds = sum(r["seconds"] for r in results.values())
-    out["questions_per_second"] = round(answered / decode_seconds, 2) if answered else None
+    out["questions_per_second"] = round(answered / decode_seconds, 2) if answered and decode_seconds else None
     if keep_predictions:
         out["predictions"] = predictions
     return out
@@ -120,7 +126,7 @@ def evaluate(
 
 def _evaluate_one(method, name, dataset, settings, template, log, show_progress):
     backbone = method.backbone
-    decoder, answer = EagerDecoder(backbone), get_answer_rule(PAPER)  # every reported number: the paper's cut
+    decoder, answer = EagerDecoder(backbone), get_answer_rule(settings.answer_rule)
     token_cache: dict[str, tuple[list[int], bool]] = {}
     contexts, prompts = [], []
     for example in dataset:

@@ -66,6 +66,7 @@ from ..assembly import DecoderInputs, Tokens, Vectors, assemble
 from ..backbone import Backbone
 from ..config import ConfigFields, is_int_at_least
 from ..errors import ConfigError, InputError
+from ..hf_compat import cache_argument
 from ..prefix import KVPrefixBatch
 from .base import register_method
 from .trainable import ContextBatch, ContextEncoder, TrainableMethod, register_encoder
@@ -322,7 +323,7 @@ class BeaconEncoder(ContextEncoder):
         cache = DynamicCache()  # without the model config it keeps every column, even in sliding-window layers
         with beacon_projections(self.attentions, self.projections, rows, cols):
             self.backbone.model.base_model(
-                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **cache_argument(cache), use_cache=True
             )
         prefix = KVPrefixBatch.gather([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
                                       columns, [0] * len(columns))

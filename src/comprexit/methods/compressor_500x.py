@@ -26,6 +26,7 @@ from transformers import DynamicCache
 
 from ..backbone import Backbone
 from ..errors import ConfigError
+from ..hf_compat import cache_argument
 from ..prefix import KVPrefixBatch
 from .base import register_method
 from .icae import ICAEConfig, MemoryTokenEncoder
@@ -74,7 +75,7 @@ class Compressor500xEncoder(MemoryTokenEncoder):
         # a cache built without the model config keeps every position, even in sliding-window layers
         cache = DynamicCache()
         self.transformer(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **cache_argument(cache), use_cache=True
         )
         firsts = cols[slot == 0].tolist()  # each row's first memory column
         columns = [range(first, first + n) for first, n in zip(firsts, counts)]

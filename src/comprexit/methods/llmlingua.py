@@ -43,6 +43,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -103,7 +104,9 @@ class LLMLingua(Method):
         if not context:
             return []
         text = self.marker + self.backbone.decode(context)
-        self.scorer.compress_prompt(**self.compress_prompt_arguments(text, len(context)))
+        with warnings.catch_warnings():  # llmlingua 0.2.2 passes `past_key_values`, deprecated in transformers 5.24
+            warnings.simplefilter("ignore", FutureWarning)
+            self.scorer.compress_prompt(**self.compress_prompt_arguments(text, len(context)))
         kept = self.scorer.kept_ids
         if self.marker and kept and kept[0] == self.backbone.bos_token_id:
             kept = kept[1:]

@@ -1,8 +1,8 @@
 """Where each slot's content comes from: one document's transmission, laid out token by token and slot by slot.
 
-`explain_text(reader, text)` compresses a document the way `Reader.compress` does (chunks of
-`reader.chunk_tokens` tokens, encoded `ENCODE_BATCH` at a time) but asks the compressor for
-its diagnostics (`ComprExIT.forward(..., diagnostics=True)`): the layer weights, sender
+`explain_text(reader, text)` compresses a document the way `Reader.compress` does, through the
+same `Reader.compressed_chunks` (chunks of `reader.chunk_tokens` tokens, encoded `ENCODE_BATCH`
+at a time), but asks the compressor for its diagnostics (`ComprExIT.forward(..., diagnostics=True)`): the layer weights, sender
 capacities and transport plans that made these very slots, not a re-computation. It turns
 them into plain numpy arrays over the whole document, with slots numbered globally in the
 order a `CompressedDocument` keeps them, so the page and the figures need no torch.
@@ -17,7 +17,8 @@ import torch
 
 from ..backbone import Backbone
 from ..compressor import Slots
-from ..reader import ENCODE_BATCH, Reader
+from ..progress import Progress
+from ..reader import Reader
 
 
 @dataclass
@@ -98,22 +99,22 @@ def token_texts(backbone: Backbone, text: str, ids: list[int]) -> list[str]:
 
 
 @torch.no_grad()
-def explain_text(reader: Reader, text: str) -> Explanation:
-    """Compress `text` with `reader` and return where each of its slots draws from."""
+def explain_text(reader: Reader, text: str, progress: Progress | None = None) -> Explanation:
+    """Compress `text` with `reader` and return where each of its slots draws from (progress: a bar of
+    the tokens compressed, progress.py)."""
     ids = reader.context_ids(text)
-    chunks = [ids[i : i + reader.chunk_tokens] for i in range(0, len(ids), reader.chunk_tokens)]
     parts: list[dict[str, np.ndarray]] = []
+    chunk_starts: list[int] = []
     offset = 0
-    for first in range(0, len(chunks), ENCODE_BATCH):
-        batch = chunks[first : first + ENCODE_BATCH]
-        out = reader.compressor.compress(reader.backbone.encode(batch), diagnostics=True)
+    for batch, out in reader.compressed_chunks(ids, diagnostics=True, progress=progress):
         for row, chunk in enumerate(batch):
+            chunk_starts.append(offset)
             parts.append(_chunk_arrays(out, row, len(chunk), offset, reader.compressor.config.ratio))
             offset += len(chunk)
     joined = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     return Explanation(
         tokens=token_texts(reader.backbone, text, ids),
-        chunk_starts=[i * reader.chunk_tokens for i in range(len(chunks))],
+        chunk_starts=chunk_starts,
         states=list(out.diagnostics.states),
         ratio=reader.compressor.config.ratio,
         backbone=reader.backbone.identity.describe(),

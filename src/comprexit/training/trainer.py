@@ -40,6 +40,7 @@ from ..evaluation.report import environment
 from ..evaluation.runner import EvalSettings, evaluate
 from ..methods import create_method
 from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
+from ..saving import folder_method, read_checkpoint_config
 from . import checkpoints
 from .config import TrainConfig
 from .data import Example, Split, bucketed_batches, load_ntp, load_sft
@@ -83,6 +84,7 @@ class Trainer:
         self.encoder_class = encoder_class(config.method)
         self.encoder_class.check_objectives({"ce": self.weights.ce, "kl": self.weights.kl, "ae": self.weights.ae})
         self.encoder_class.check_ablation(config.ablation)
+        self._check_teacher()
         self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
         self.teacher = self._load_teacher()
         started = time.perf_counter()
@@ -101,6 +103,15 @@ class Trainer:
             (self.run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     # ------------------------------------------------------------------ set-up
+    def _check_teacher(self) -> None:
+        """A teacher folder that is missing, unreadable or of an untrainable method, refused before the backbone loads."""
+        if self.config.teacher is None:
+            return
+        try:
+            encoder_class(folder_method(read_checkpoint_config(Path(self.config.teacher))))
+        except (CheckpointError, ConfigError) as error:
+            raise type(error)(f"teacher: {error}") from error
+
     def _load_teacher(self) -> ContextEncoder | None:
         """A trained encoder whose decoder distribution the KL term distils (frozen), or None."""
         if self.config.teacher is None:
