@@ -55,14 +55,18 @@ def shared_data() -> Path:
 
 
 # ---------------------------------------------------------------- tiny data files
+def write_corpus(path: Path, documents: int, words: int, seed: int) -> Path:
+    """A gzipped JSON-lines corpus of `documents` texts of `words` random words each."""
+    rng = random.Random(seed)
+    with gzip.open(path, "wt") as handle:
+        for _ in range(documents):
+            handle.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(words))}) + "\n")
+    return path
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl.gz"
-    with gzip.open(path, "wt") as handle:
-        for _ in range(80):
-            handle.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(40))}) + "\n")
-    return path
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl.gz", documents=80, words=40, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -145,10 +145,10 @@ def test_training_and_inference_read_the_same_frozen_states(tiny):
     for contexts in ([list(range(5, 21)), list(range(21, 37))], [list(range(5, 21)), list(range(30, 37))]):
         examples = [Example(tuple(c), tuple(range(40, 44 + 3 * i)), 1) for i, c in enumerate(contexts)]
         encoded = tiny.encode(contexts)
-        batch, _ = frozen_pass(tiny, examples, states=True, teacher=False)
+        batch, _, _ = frozen_pass(tiny, examples, states=True, teacher=False)
         assert torch.equal(batch.hidden_states, encoded.hidden_states) and torch.equal(batch.mask, encoded.mask)
         # the teacher pass reads the targets too; causal, it gives the contexts' tokens the same states
-        batch, teacher = frozen_pass(tiny, examples, states=True, teacher=True)
+        batch, teacher, _ = frozen_pass(tiny, examples, states=True, teacher=True)
         real = encoded.mask
         assert torch.equal(batch.mask, real)
         torch.testing.assert_close(batch.hidden_states[real], encoded.hidden_states[real], rtol=1e-5, atol=1e-5)

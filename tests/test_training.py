@@ -265,7 +265,7 @@ def test_kl_can_distil_a_trained_teacher_instead_of_the_frozen_model(tmp_path, q
     assert all("kl" in r for r in rows if r["kind"] == "train")
     assert "gap_closed_teacher" in next(r for r in rows if r["kind"] == "validation")
     examples = trainer.split.validation[:3]
-    _, plain = frozen_pass(backbone, examples, states=False, teacher=True)
+    _, plain, _ = frozen_pass(backbone, examples, states=False, teacher=True)
     distilled = encoder_teacher_states(backbone, trainer.teacher, examples)
     assert plain.shape == distilled.shape and not torch.allclose(plain, distilled)
 

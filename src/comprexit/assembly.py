@@ -113,11 +113,11 @@ class DecoderInputs:
         respect to the vectors (training).
         """
         device, dtype = self.backbone.device, self.backbone.dtype
-        places = [_places(starts, segment.lengths()) for segment, starts in zip(self.segments, self.starts)]
-        index = torch.cat([torch.stack(place) for place in places], dim=1).to(device)  # (3, n): one copy to the device
+        found = [places(starts, segment.lengths()) for segment, starts in zip(self.segments, self.starts)]
+        index = torch.cat([torch.stack(place) for place in found], dim=1).to(device)  # (3, n): one copy to the device
         values = [
             segment.values(self, row, col, within).to(device, dtype)
-            for segment, (row, col, within) in zip(self.segments, index.split([len(p[0]) for p in places], dim=1))
+            for segment, (row, col, within) in zip(self.segments, index.split([len(p[0]) for p in found], dim=1))
             if len(row)
         ]
         out = torch.zeros(self.rows, self.width, self.backbone.hidden_size, dtype=dtype, device=device)
@@ -164,14 +164,14 @@ def assemble(backbone: "Backbone", *segments: Segment, side: str = RIGHT, start:
     mask = ((columns >= first) & (columns < end)).long()
     ids = torch.full((len(totals), width), backbone.pad_token_id, dtype=torch.long)
     for segment, segment_starts in zip(segments, starts):
-        row, col, _ = _places(segment_starts, segment.lengths())
+        row, col, _ = places(segment_starts, segment.lengths())
         if len(row):
             segment.place(ids, row, col)
     ids, mask = torch.stack([ids, mask]).to(backbone.device)  # one copy to the device
     return DecoderInputs(ids, mask, position_ids(mask, start), starts, backbone, segments)
 
 
-def _places(starts: Sequence[int], lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def places(starts: Sequence[int], lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row, column, index within the row's part) of every element of a segment, row by row, on the CPU."""
     counts = torch.tensor(list(lengths), dtype=torch.long)
     row = torch.arange(len(counts)).repeat_interleave(counts)

@@ -96,6 +96,10 @@ class ComprExIT(nn.Module):
         )
         self.projector = Projector(hidden, config.projector_init_gain, zero_output=config.embedding_skip)
         self.slot_scale = SlotScale(embedding_rms) if config.slot_scale == "embedding" else nn.Identity()
+        # Off (the default), the module has no such parameter at all, so weights saved without it load as before.
+        self.chunk_position = nn.Embedding(config.chunk_positions, hidden) if config.chunk_positions else None
+        if self.chunk_position is not None:
+            nn.init.zeros_(self.chunk_position.weight)
 
     @classmethod
     def for_backbone(cls, backbone: "Backbone", config: ComprExITConfig | None = None) -> "ComprExIT":
@@ -104,9 +108,12 @@ class ComprExIT(nn.Module):
         return cls(config, backbone.identity, backbone.embedding_rms()).to(backbone.device)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor, *, diagnostics: bool = False) -> Slots:
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor, *, diagnostics: bool = False,
+                chunk_index: torch.Tensor | None = None) -> Slots:
         """hidden_states: (batch, tokens, L+1, hidden), mask: (batch, tokens) bool -> Slots.
 
+        chunk_index: (batch,) long, which chunk of its document each row is (None: every row is
+            a first chunk); read only with `chunk_positions`.
         With `diagnostics`, the returned Slots also carry the layer weights, sender capacities
         and transport plans computed on the way; the slots are the same bits either way.
         """
@@ -121,14 +128,25 @@ class ComprExIT(nn.Module):
         slots = self.projector(width.slots)
         if width.carried is not None:
             slots = slots + width.carried
-        slots = self.slot_scale(slots) * width.slot_mask.unsqueeze(-1)
+        slots = self.slot_scale(slots)
+        if self.chunk_position is not None:
+            slots = slots + self._chunk_signal(chunk_index, slots)
+        slots = slots * width.slot_mask.unsqueeze(-1)
         if not diagnostics:
             return Slots(slots=slots, mask=width.slot_mask)
         found = Diagnostics(list(self.state_indices), layer_weights, width.capacity, width.plan)
         return Slots(slots=slots, mask=width.slot_mask, diagnostics=found)
 
-    def compress(self, encoded: "EncodedContexts", *, diagnostics: bool = False) -> Slots:
-        return self(encoded.hidden_states, encoded.mask, diagnostics=diagnostics)
+    def _chunk_signal(self, chunk_index: torch.Tensor | None, slots: torch.Tensor) -> torch.Tensor:
+        """(batch, 1, hidden): the learned vector of each row's chunk index, the last one for later chunks."""
+        if chunk_index is None:
+            chunk_index = torch.zeros(slots.shape[0], dtype=torch.long)
+        index = chunk_index.to(slots.device).clamp(max=self.config.chunk_positions - 1)
+        return self.chunk_position(index)[:, None, :].to(slots.dtype)
+
+    def compress(self, encoded: "EncodedContexts", *, diagnostics: bool = False,
+                 chunk_index: torch.Tensor | None = None) -> Slots:
+        return self(encoded.hidden_states, encoded.mask, diagnostics=diagnostics, chunk_index=chunk_index)
 
     def num_slots(self, tokens: int) -> int:
         """Non-empty slots for a context of `tokens` tokens: ceil(T / r) when r divides W."""

@@ -93,6 +93,14 @@ class ComprExITConfig(ConfigFields):
         default="transport",
         metadata={"help": "'transport' (optimal transport, the method) or 'attention' (ablation w/o allocation)"},
     )
+    chunk_positions: int = field(
+        default=0,
+        metadata={
+            "help": "learned chunk-position signal for long documents: one trainable vector per chunk index "
+            "0..N-1 (later chunks take the last), added to that chunk's slots; zero-initialised, so that turning "
+            "it on changes nothing before training; 0 (default) is off"
+        },
+    )
 
     label: ClassVar[str] = "ComprExIT config"
 
@@ -122,6 +130,8 @@ class ComprExITConfig(ConfigFields):
             yield f"embedding_skip must be true or false, got {self.embedding_skip!r}"
         if self.slot_scale not in SLOT_SCALES:
             yield f"slot_scale must be one of {SLOT_SCALES}, got {self.slot_scale!r}"
+        if not is_int_at_least(self.chunk_positions, 0):
+            yield f"chunk_positions must be an integer >= 0, got {self.chunk_positions!r}"
         if self.allocation not in ALLOCATIONS:
             yield f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}"
         if self.layers is not None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .backbone import Backbone
+from .chunks import split_chunks
 from .compressor import ComprExIT, Slots
 from .config import ComprExITConfig
 from .decoding import SENTENCE, Decoder, EagerDecoder, GraphDecoder, PrefixCache, get_answer_rule
@@ -173,11 +174,12 @@ class Reader:
         (with `diagnostics`, also what made the slots: comprexit/reporting reads them)."""
         if not len(ids):
             raise InputError("the context is empty")
-        chunks = [list(ids[i : i + self.chunk_tokens]) for i in range(0, len(ids), self.chunk_tokens)]
+        chunks = split_chunks(ids, self.chunk_tokens)
         with bar(progress, len(ids), "compressing", "token") as shown:
             for start in range(0, len(chunks), ENCODE_BATCH):
                 batch = chunks[start : start + ENCODE_BATCH]
-                yield batch, self.compressor.compress(self.backbone.encode(batch), diagnostics=diagnostics)
+                index = torch.arange(start, start + len(batch))  # the chunk-position signal, where the compressor has one
+                yield batch, self.compressor.compress(self.backbone.encode(batch), diagnostics=diagnostics, chunk_index=index)
                 shown.update(sum(len(chunk) for chunk in batch))
 
     # ------------------------------------------------------------------ questions

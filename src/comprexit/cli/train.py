@@ -25,7 +25,8 @@ SESSION_SETTINGS = ("output_dir", "max_minutes", "save_every", "log_every", "eva
 # Options whose values are fixed lists.
 CHOICES = {"mixed_precision": PRECISIONS}
 SHORT = {"output_dir": ["-o"]}
-METAVARS = {"data": "FILE", "extra_ntp": "FILE", "data_weights": "WEIGHT"}
+METAVARS = {"data": "FILE", "extra_ntp": "FILE", "data_weights": "WEIGHT", "long_context_tokens": "TOKENS",
+            "distractor_tokens": "TOKENS"}
 
 
 def _option_type(annotation) -> tuple[type, bool]:

@@ -26,11 +26,15 @@ def check_weights(weights: Sequence[float] | None, sources: int) -> None:
         raise ConfigError(f"data_weights must be >= 0 with a positive sum, got {list(weights)}")
 
 
-def shares(sizes: Sequence[int], weights: Sequence[float] | None) -> list[int]:
-    """Examples each source gives per epoch (largest-remainder rounding, so they sum to sum(sizes))."""
-    total = int(sum(sizes))
-    if weights is None:
+def shares(sizes: Sequence[int], weights: Sequence[float] | None, total: int | None = None) -> list[int]:
+    """Examples each source gives per epoch (largest-remainder rounding, so they sum to `total`, by default sum(sizes)).
+
+    Without weights, a `total` other than sum(sizes) is shared in proportion to the sizes.
+    """
+    if weights is None and total is None:
         return [int(s) for s in sizes]
+    total = int(sum(sizes)) if total is None else int(total)
+    weights = [float(s) for s in sizes] if weights is None else weights
     check_weights(weights, len(sizes))
     exact = np.asarray(weights, dtype=np.float64) / float(sum(weights)) * total
     counts = np.floor(exact).astype(np.int64)
@@ -42,17 +46,24 @@ def shares(sizes: Sequence[int], weights: Sequence[float] | None) -> list[int]:
     return [int(c) for c in counts]
 
 
-def epoch_indices(sizes: Sequence[int], weights: Sequence[float] | None, seed: int, epoch: int) -> np.ndarray:
+def epoch_indices(sizes: Sequence[int], weights: Sequence[float] | None, seed: int, epoch: int,
+                  total: int | None = None, stream: int = 0) -> np.ndarray:
     """Indices into the concatenation of the sources for one epoch (unordered: the batcher shuffles).
 
     sizes: examples per source, in the order they are concatenated.
+    total: examples in the epoch (default: sum(sizes)); stream: another draw for the same (seed, epoch).
     """
-    rng = np.random.default_rng([seed, epoch, 7919])
+    rng = np.random.default_rng([seed, epoch, 7919] + ([stream] if stream else []))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     picked = []
-    for start, size, count in zip(starts, sizes, shares(sizes, weights)):
+    for start, size, count in zip(starts, sizes, shares(sizes, weights, total)):
         passes, rest = divmod(count, size) if size else (0, 0)
         local = [np.arange(size)] * passes + [rng.choice(size, rest, replace=False)] if size else []
         if local:
             picked.append(start + np.concatenate(local))
     return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+
+
+def long_count(short: int, share: float, long: int) -> int:
+    """Long examples to add to `short` usual ones so that they are `share` of the epoch (share 1: each of the `long` once)."""
+    return long if share >= 1 else round(short * share / (1 - share))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..backbone import Backbone, BackboneIdentity
 from ..compressor import ComprExIT
 from ..config import ComprExITConfig
@@ -60,7 +62,8 @@ class ComprExITEncoder(ContextEncoder):
         return cls(ComprExIT.for_backbone(backbone, config))
 
     def forward(self, batch: ContextBatch) -> SoftPrefixBatch:
-        out = self.compressor(batch.hidden_states, batch.mask)
+        index = None if batch.chunk_index is None else torch.tensor(batch.chunk_index)
+        out = self.compressor(batch.hidden_states, batch.mask, chunk_index=index)
         # non-empty slots come first; counted from the context lengths, without waiting for the device
         return SoftPrefixBatch(out.slots, [self.compressor.num_slots(len(c)) for c in batch.contexts])
 

@@ -40,11 +40,14 @@ class ContextBatch:
 
     hidden_states: (batch, tokens, layers + 1, hidden) right-padded, or None.
     mask: (batch, tokens) bool, True on real tokens, or None.
+    chunk_index: which chunk of its document each context is, where the contexts are chunks of
+        longer documents (long-context training); None: each is a whole context.
     """
 
     contexts: list[list[int]]
     hidden_states: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    chunk_index: list[int] | None = None
 
     @classmethod
     def of(cls, backbone: Backbone, contexts: Sequence[Sequence[int]], encoder: "ContextEncoder") -> "ContextBatch":

@@ -56,6 +56,15 @@ class TrainConfig:
     ae_tokens: int = _field(512, "context tokens reconstructed by the autoencoding loss")
     context_tokens: int = _field(512, "context tokens compressed per example (QA contexts keep their tail)")
     continuation_tokens: int = _field(128, "tokens predicted after each NTP context")
+    long_context_tokens: list[int] | None = _field(
+        None, "ntp: also train on spans of whole articles of these lengths (multiples of context_tokens, e.g. 2048 "
+              "4096 8192), compressed in chunks of context_tokens and the continuation predicted from all their slots")
+    distractor_tokens: list[int] | None = _field(
+        None, "sft: also train on each training question with its gold paragraph hidden among other paragraphs of "
+              "its file (training side only, seeded) up to these lengths (multiples of context_tokens), in chunks")
+    long_share: float = _field(
+        0.5, "share of each epoch's examples that are long (with long_context_tokens or distractor_tokens): long "
+             "examples are added to the usual ones, drawn from the lengths in proportion to their examples; 1 = only long")
     validation_permille: int = _field(30, "share of documents/contexts held out for validation, per mille")
     val_examples: int = _field(256, "held-out examples in the validation loss")
     max_train_examples: int | None = _field(None, "keep only the first N training examples (quick runs, overfit checks)")
@@ -134,12 +143,34 @@ class TrainConfig:
             problems.append(f"checkpoint_shard_mb must be > 0, got {self.checkpoint_shard_mb!r}")
         if self.teacher is not None and not self.kl_weight > 0:
             problems.append("teacher is only read by the KL term: give kl_weight > 0 with it")
+        problems.extend(self._long_problems())
         if self.extra_ntp and self.phase != "ntp":
             problems.append("extra_ntp applies to the ntp phase only")
         if self.init and (self.compressor or self.ablation):
             problems.append("give either init (trained weights, whose config is fixed) or method config fields / an ablation")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
+
+    def _long_problems(self) -> list[str]:
+        problems = []
+        for name, phase in (("long_context_tokens", "ntp"), ("distractor_tokens", "sft")):
+            lengths = getattr(self, name)
+            if lengths is None:
+                continue
+            if self.phase != phase:
+                problems.append(f"{name} applies to the {phase} phase only")
+            chunk = self.context_tokens
+            if not lengths or not isinstance(chunk, int) or any(
+                    not isinstance(n, int) or isinstance(n, bool) or n <= chunk or n % chunk for n in lengths):
+                problems.append(f"{name} must be multiples of context_tokens ({chunk}) above it, got {lengths}")
+        if not isinstance(self.long_share, (int, float)) or not 0 < self.long_share <= 1:
+            problems.append(f"long_share must be in (0, 1], got {self.long_share!r}")
+        return problems
+
+    @property
+    def long_lengths(self) -> list[int]:
+        """The long-context lengths of this phase (none: every example is one chunk)."""
+        return list((self.long_context_tokens if self.phase == "ntp" else self.distractor_tokens) or [])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

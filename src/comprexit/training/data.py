@@ -27,6 +27,7 @@ from ..data.long_context import (
     segment_lengths,
     span_splits,
 )
+from ..data.distractors import token_counter, with_distractors
 from ..data.qa import QAExample, keep_tail, load_qa
 from ..data.token_cache import TokenizedCorpus, is_held_out, tokenized_corpus
 from ..errors import DataError
@@ -196,9 +197,12 @@ class ExampleSet(Sequence):
 
 @dataclass
 class Split:
+    """train: its last `long_sources` sources are long-context ones (several chunks per context)."""
+
     train: ExampleSet
     validation: list[Example]
     held_out_questions: list[QAExample] = field(default_factory=list)
+    long_sources: int = 0
 
 
 def interleave(groups: Sequence[Sequence], limit: int) -> list:
@@ -266,15 +270,24 @@ def long_spans(
     validation_permille: int = 20,
     max_documents: int | None = None,
     show_progress: bool = True,
+    apart_from_pieces: bool = False,
 ) -> tuple[LongSpans, LongSpans]:
-    """(train, validation) long NTP spans of one corpus file, held out by article (see `data.long_context`)."""
+    """(train, validation) long NTP spans of one corpus file, held out by article (see `data.long_context`).
+
+    apart_from_pieces: also keep out of training every article holding a document that
+        `load_ntp` holds out (by document) for the validation of its short pieces, so that
+        training beside those pieces never reads their validation text.
+    """
     corpus = tokenized_corpus(spec, tokenizer, max_documents=max_documents, show_progress=show_progress)
     articles = corpus_articles(spec, corpus, tokenizer)
-    held = held_out_articles(articles, validation_permille)
+    side = held_out_articles(articles, validation_permille).astype(np.int8)  # 0: training, 1: validation
+    if apart_from_pieces:
+        piece_held = corpus.held_out(validation_permille)
+        side[np.asarray([s == 0 and bool(piece_held[a.documents].any()) for a, s in zip(articles, side)], dtype=bool)] = -1
     separator = tokenizer(CHUNK_SEPARATOR, add_special_tokens=False)["input_ids"]
     name = f"{str(spec).rsplit('/', 1)[-1]}@{context_tokens}"
-    sources = [LongSpans(name, corpus, [a for a, h in zip(articles, held) if h == side], context_tokens,
-                         continuation_tokens, separator) for side in (False, True)]
+    sources = [LongSpans(name, corpus, [a for a, s in zip(articles, side) if s == k], context_tokens,
+                         continuation_tokens, separator) for k in (0, 1)]
     return sources[0], sources[1]
 
 
@@ -296,18 +309,12 @@ def load_sft(
     round-robin over the files, so a small file is validated as much as a large one.
     """
     template = template or PromptTemplate()
-    eos = [backbone.eos_token_id] if backbone.eos_token_id is not None else []
-    tokenize = lambda texts: backbone.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []  # noqa: E731
     train, validation, questions = [], [], []
     for spec in files:
         qas = list(load_qa(str(spec), skip_malformed=skip_malformed))
-        unique = list(dict.fromkeys(qa.context for qa in qas))
-        contexts = {c: tuple(keep_tail(ids, context_budget)[0]) for c, ids in zip(unique, tokenize(unique))}
-        prompts = tokenize([template.render(qa.question) for qa in qas])
-        answers = tokenize([" " + qa.answers[0].strip() for qa in qas])
+        examples = sft_examples(backbone, qas, template, context_budget)
         source_train, source_val, source_questions = [], [], []
-        for qa, prompt, answer in zip(qas, prompts, answers):
-            example = Example(contexts[qa.context], tuple(prompt + answer + eos), score_from=len(prompt))
+        for qa, example in zip(qas, examples):
             if is_held_out(qa.context, validation_permille):
                 source_val.append(example)
                 source_questions.append(qa)
@@ -319,6 +326,49 @@ def load_sft(
     if not any(len(s) for s in train):
         raise DataError(f"no SFT training examples in {list(files)}")
     return Split(ExampleSet(train), interleave(validation, val_examples), interleave(questions, val_questions))
+
+
+def sft_examples(backbone, qas: Sequence[QAExample], template: PromptTemplate, context_budget: int) -> list[Example]:
+    """One example per question: its context's last `context_budget` tokens, then prompt + answer + EOS (answer and EOS scored)."""
+    eos = [backbone.eos_token_id] if backbone.eos_token_id is not None else []
+    tokenize = lambda texts: backbone.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []  # noqa: E731
+    unique = list(dict.fromkeys(qa.context for qa in qas))
+    contexts = {c: tuple(keep_tail(ids, context_budget)[0]) for c, ids in zip(unique, tokenize(unique))}
+    prompts = tokenize([template.render(qa.question) for qa in qas])
+    answers = tokenize([" " + qa.answers[0].strip() for qa in qas])
+    return [Example(contexts[qa.context], tuple(prompt + answer + eos), score_from=len(prompt))
+            for qa, prompt, answer in zip(qas, prompts, answers)]
+
+
+# ---------------------------------------------------------------------------- long contexts
+def long_ntp_sources(backbone, files: Sequence[str], lengths: Sequence[int], *, continuation_tokens: int,
+                     validation_permille: int, max_documents: int | None = None,
+                     show_progress: bool = True) -> list[LongSpans]:
+    """Training spans of each corpus at each length (`long_spans`), none from an article with validation text."""
+    return [long_spans(backbone.tokenizer, str(spec), context_tokens=length, continuation_tokens=continuation_tokens,
+                       validation_permille=validation_permille, max_documents=max_documents,
+                       show_progress=show_progress, apart_from_pieces=True)[0]
+            for spec in files for length in lengths]
+
+
+def distractor_sources(backbone, files: Sequence[str], lengths: Sequence[int], *, validation_permille: int, seed: int,
+                       template: PromptTemplate | None = None) -> list[ListSource]:
+    """SFT examples whose contexts hide the gold paragraph among distractors, one source per (file, length).
+
+    Only a file's training-side questions are used, and their contexts are the only
+    distractors: no held-out (validation) paragraph enters a training document. Positions and
+    distractors are drawn from `seed` (`data.distractors.with_distractors`).
+    """
+    template = template or PromptTemplate()
+    count = token_counter(backbone.tokenizer)
+    sources = []
+    for spec in files:
+        qas = [qa for qa in load_qa(str(spec)) if not is_held_out(qa.context, validation_permille)]
+        for length in lengths:
+            hidden = with_distractors(qas, count, length, seed=seed, measure=False)
+            name = f"{str(spec).rsplit('/', 1)[-1]}@{length}"
+            sources.append(ListSource(name, sft_examples(backbone, hidden, template, length)))
+    return sources
 
 
 # ---------------------------------------------------------------------------- batching

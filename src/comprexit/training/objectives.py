@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..backbone import Backbone
+from ..chunks import join_chunks, split_chunks
 from ..errors import ConfigError
 from ..methods.trainable import ContextBatch
 from ..prefix import KVPrefixBatch, SoftPrefixBatch
@@ -195,31 +196,44 @@ def prefix_hidden(
 
 
 def frozen_pass(
-    backbone: Backbone, examples: Sequence[Example], states: bool, teacher: bool
-) -> tuple[ContextBatch, torch.Tensor | None]:
-    """The encoder's input batch, and the teacher's final states at the scored positions (or None).
+    backbone: Backbone, examples: Sequence[Example], states: bool, teacher: bool, chunk_tokens: int | None = None
+) -> tuple[ContextBatch, torch.Tensor | None, list[int]]:
+    """The encoder's input batch, the teacher's final states at the scored positions (or None), and chunk counts.
 
     One frozen pass over `[BOS] + context (+ targets when distilling)` gives both: every
     layer's states of the context for an encoder that reads them (ComprExIT), and, causal as
     the model is, the full-context teacher. Encoders that read only token ids skip it when
     there is nothing to distil. It is `Backbone.frozen_pass`, the pass `Backbone.encode` runs at
     inference, so the compressor reads the same states in training and in use.
+
+    chunk_tokens: contexts longer than this are cut into chunks (`chunks.split_chunks`), each
+        read as `[BOS] + chunk` as `Reader` reads a long document; the batch then holds the
+        chunks of example 0, then those of example 1, ... (counts[i] of example i), and the
+        teacher, which reads the whole context, takes a pass of its own.
     """
     contexts = [list(e.context) for e in examples]
-    batch = ContextBatch(contexts)
-    if not states and not teacher:
-        return batch, None
-    device = backbone.device
-    out = backbone.frozen_pass([c + (list(e.targets) if teacher else []) for c, e in zip(contexts, examples)], all_layers=states)
+    pieces = [split_chunks(c, chunk_tokens) if chunk_tokens else [c] for c in contexts]
+    counts = [len(p) for p in pieces]
+    chunked = max(counts) > 1
+    chunks = [chunk for p in pieces for chunk in p]
+    batch = ContextBatch(chunks, chunk_index=[k for n in counts for k in range(n)] if chunked else None)
+    together = teacher and not chunked  # one pass gives the states and the teacher
+    teacher_pass = None
     if states:
-        longest = max(len(c) for c in contexts)
+        tails = [list(e.targets) for e in examples] if together else [[]] * len(chunks)
+        out = backbone.frozen_pass([c + t for c, t in zip(chunks, tails)], all_layers=True)
+        longest = max(len(c) for c in chunks)
         batch.hidden_states = out.layers(longest)
-        batch.mask = torch.arange(longest, device=device)[None, :] < torch.tensor([len(c) for c in contexts], device=device)[:, None]
+        lengths = torch.tensor([len(c) for c in chunks], device=backbone.device)
+        batch.mask = torch.arange(longest, device=backbone.device)[None, :] < lengths[:, None]
+        teacher_pass = out if together else None
     teacher_states = None
     if teacher:
-        rows, positions, _ = _scored(examples, [out.first + len(c) for c in contexts])
-        teacher_states = out.last[rows.to(device), positions.to(device)]
-    return batch, teacher_states
+        if teacher_pass is None:
+            teacher_pass = backbone.frozen_pass([c + list(e.targets) for c, e in zip(contexts, examples)], all_layers=False)
+        rows, positions, _ = _scored(examples, [teacher_pass.first + len(c) for c in contexts])
+        teacher_states = teacher_pass.last[rows.to(backbone.device), positions.to(backbone.device)]
+    return batch, teacher_states, counts
 
 
 @torch.no_grad()
@@ -255,24 +269,29 @@ def batch_losses(
     ae_tokens: int = 512,
     timer: Timer | None = None,
     teacher_encoder: nn.Module | None = None,
+    chunk_tokens: int | None = None,
 ) -> BatchLosses:
     """Losses of `examples` for the current context encoder (training or validation).
 
     `encoder` is a `ContextEncoder`, possibly wrapped for data parallelism. The KL teacher is
     the frozen model reading the full context, or, with `teacher_encoder` (a trained, frozen
     encoder such as prompt tuning over the full context), the decoder reading that encoder's prefix.
+    chunk_tokens: a context longer than this is compressed chunk by chunk, and its targets are
+    read after all its chunks' slots (`frozen_pass`, `chunks.join_chunks`).
     """
     timer = timer or Timer(False)
     device = backbone.device
     reads_states = getattr(encoder, "module", encoder).reads_frozen_states
     timer.mark(None, device)
     full_context_teacher = weights.kl > 0 and teacher_encoder is None
-    batch, teacher = frozen_pass(backbone, examples, states=reads_states, teacher=full_context_teacher)
+    batch, teacher, counts = frozen_pass(backbone, examples, reads_states, full_context_teacher, chunk_tokens)
     if weights.kl > 0 and teacher_encoder is not None:
         teacher = encoder_teacher_states(backbone, teacher_encoder, examples)
     timer.mark("encoder", device)
 
     prefix = encoder(batch)
+    if max(counts) > 1:
+        prefix = join_chunks(prefix, counts)
     timer.mark("compressor", device)
 
     result = BatchLosses()

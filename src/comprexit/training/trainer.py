@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..backbone import Backbone
-from ..data.mixture import epoch_indices
+from ..data.mixture import epoch_indices, long_count
 from ..data.token_cache import tokenized_corpus
 from ..data.qa import QADataset
 from ..errors import CheckpointError, ConfigError
@@ -43,7 +45,8 @@ from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
 from ..saving import folder_method, read_checkpoint_config
 from . import checkpoints
 from .config import TrainConfig
-from .data import Example, Split, bucketed_batches, load_ntp, load_sft
+from .data import (Example, ExampleSet, Split, bucketed_batches, distractor_sources, load_ntp, load_sft,
+                   long_ntp_sources)
 from .objectives import (AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses,
                          teacher_losses)
 from .plots import plot_run
@@ -165,7 +168,22 @@ class Trainer:
         sources = len(split.train.sources)
         if c.data_weights is not None and len(c.data_weights) != sources:
             raise ConfigError(f"data_weights has {len(c.data_weights)} value(s) for {sources} sources ({split.train.names})")
-        return split
+        return self._with_long_sources(split) if c.long_lengths else split
+
+    def _with_long_sources(self, split: Split) -> Split:
+        """The split with one long-context training source per (data file, length) after the usual ones."""
+        c = self.config
+        if c.phase == "ntp":
+            long = long_ntp_sources(self.backbone, c.data, c.long_lengths, continuation_tokens=c.continuation_tokens,
+                                    validation_permille=c.validation_permille, max_documents=c.max_corpus_documents,
+                                    show_progress=self.is_main)
+        else:
+            long = distractor_sources(self.backbone, c.data, c.long_lengths, validation_permille=c.validation_permille,
+                                      seed=c.seed)
+        if not sum(len(source) for source in long):
+            raise ConfigError(f"no long examples of {c.long_lengths} tokens could be built from {c.data}: "
+                              "its documents are shorter")
+        return Split(ExampleSet(split.train.sources + long), split.validation, split.held_out_questions, len(long))
 
     def _build_model(self) -> None:
         c = self.config
@@ -238,10 +256,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ data order
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The global batches of an epoch (indices into the training set), the same on every process."""
+        """The global batches of an epoch (indices into the training set), the same on every process.
+
+        Long-context examples (the last `split.long_sources` sources) join as `long_share` of the
+        epoch, batched per source, so that a batch holds examples of one length.
+        """
         c, train = self.config, self.split.train
-        indices = epoch_indices(train.sizes, c.data_weights, c.seed, epoch)
-        return bucketed_batches(indices, train.lengths, self.global_batch, seed=c.seed * 100003 + epoch)
+        seed = c.seed * 100003 + epoch
+        usual = len(train.sources) - self.split.long_sources
+        indices = epoch_indices(train.sizes[:usual], c.data_weights, c.seed, epoch)
+        if not self.split.long_sources:
+            return bucketed_batches(indices, train.lengths, self.global_batch, seed=seed)
+        sizes = train.sizes[usual:]
+        count = long_count(len(indices), c.long_share, sum(sizes))
+        long = train.offsets[usual] + epoch_indices(sizes, None, c.seed, epoch, total=count, stream=1)
+        source = np.searchsorted(train.offsets, long, side="right") - 1
+        groups = ([] if c.long_share >= 1 else [indices]) + [long[source == k] for k in range(usual, len(sizes) + usual)]
+        batches = [batch for k, group in enumerate(groups)
+                   for batch in bucketed_batches(group, train.lengths, self.global_batch, seed=seed + k)]
+        random.Random(seed).shuffle(batches)
+        return batches
 
     def _micro_batches(self, examples: list[Example]) -> list[list[Example]]:
         """This process's micro-batches of a global batch: chunk c, process k take slice c * world + k."""
@@ -312,7 +346,8 @@ class Trainer:
         val = self._shard(self.split.validation)
         for start in range(0, len(val), batch):
             losses = batch_losses(self.backbone, self.encoder, val[start : start + batch], self.weights, self.marker,
-                                  self.config.ae_tokens, teacher_encoder=self.teacher)
+                                  self.config.ae_tokens, teacher_encoder=self.teacher,
+                                  chunk_tokens=self.config.context_tokens)
             for k, v in losses.sums.items():
                 sums[k] = sums.get(k, torch.zeros((), device=device)) + v.float()
                 tokens[k] = tokens.get(k, 0.0) + losses.tokens[k]
@@ -375,6 +410,9 @@ class Trainer:
                   "method": c.method, "trainable_parameters": self.trainable_parameters,
                   "global_batch": self.global_batch, "micro_batch": c.batch_size, "accumulation": self.accumulation,
                   "sources": dict(zip(train.names, train.sizes)), "data_weights": c.data_weights,
+                  "long_context": {"long_context_tokens": c.long_context_tokens, "distractor_tokens": c.distractor_tokens,
+                                   "long_share": c.long_share if c.long_lengths else None,
+                                   "chunk_tokens": c.context_tokens},
                   "data_seconds": round(self.data_seconds, 2)})
 
     # ------------------------------------------------------------------ the loop
@@ -470,7 +508,7 @@ class Trainer:
             last = index == len(micro) - 1
             with nullcontext() if last else self.accelerator.no_sync(self.encoder):
                 losses = batch_losses(self.backbone, self.encoder, chunk, self.weights, self.marker, c.ae_tokens, timer,
-                                      teacher_encoder=self.teacher)
+                                      teacher_encoder=self.teacher, chunk_tokens=c.context_tokens)
                 window.add(losses)
                 losses.tokens = denominators
                 self.accelerator.backward(combined_loss(losses, self.weights))

@@ -1,0 +1,239 @@
+"""Long-context training (issue "Long documents"): contexts of several chunks, compressed chunk by chunk.
+
+Tiny random backbones with a character tokenizer: a chunk is `context_tokens` characters.
+"""
+
+import json
+
+import pytest
+import torch
+
+from comprexit import ConfigError
+from comprexit.compressor import ComprExIT
+from comprexit.config import ComprExITConfig
+from comprexit.data.qa import load_qa
+from comprexit.data.token_cache import is_held_out
+from comprexit.methods.comprexit import ComprExITEncoder
+from comprexit.training.config import TrainConfig
+from comprexit.training.data import Example
+from comprexit.training.objectives import LossWeights, batch_losses, decoder_inputs, frozen_pass
+from comprexit.training.trainer import Trainer
+from comprexit.chunks import join_chunks
+
+from conftest import write_corpus
+from tiny import tiny_backbone
+
+CHUNK = 96
+
+
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory):
+    """Documents of ~500 characters (tokens): each gives a 96-token piece and long spans of 192 and 288 tokens."""
+    return write_corpus(tmp_path_factory.mktemp("long") / "long_corpus.jsonl.gz", documents=60, words=90, seed=2)
+
+
+def config(tmp_path, data, **changes):
+    values = dict(
+        phase="ntp", data=[str(data)], output_dir=str(tmp_path / "run"), lr=3e-3, batch_size=4,
+        context_tokens=CHUNK, continuation_tokens=32, compressor={"window": 32, "slot_scale": "embedding"},
+        validation_permille=150, val_examples=8, eval_every=100, save_every=100, log_every=1, warmup_ratio=0.0,
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def ids(count, first=5):
+    """`count` token ids of the tiny vocabulary."""
+    return tuple(first + i % 80 for i in range(count))
+
+
+def epoch_contexts(trainer, epoch=0):
+    return [[len(trainer.split.train[i].context) for i in batch] for batch in trainer._epoch_batches(epoch)]
+
+
+# ------------------------------------------------------------------ configuration
+@pytest.mark.parametrize("changes, message", [
+    (dict(long_context_tokens=[150]), "long_context_tokens must be multiples of context_tokens (96) above it, got [150]"),
+    (dict(long_context_tokens=[96]), "long_context_tokens must be multiples of context_tokens (96) above it, got [96]"),
+    (dict(long_context_tokens=[192], long_share=0.0), "long_share must be in (0, 1], got 0.0"),
+    (dict(distractor_tokens=[192]), "distractor_tokens applies to the sft phase only"),
+    (dict(phase="sft", long_context_tokens=[192]), "long_context_tokens applies to the ntp phase only"),
+])
+def test_bad_long_context_settings_are_refused_naming_the_value(tmp_path, corpus, changes, message):
+    with pytest.raises(ConfigError) as error:
+        config(tmp_path, corpus, **changes)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_command_line_refuses_a_length_that_is_no_multiple_of_the_chunk_in_one_line(tmp_path, corpus, capsys):
+    from comprexit.cli import main
+
+    code = main(["train", "ntp", "--data", str(corpus), "-o", str(tmp_path / "run"), "--long-context-tokens", "2048", "700"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "long_context_tokens must be multiples of context_tokens (512) above it, got [2048, 700]" in lines[0]
+
+
+def test_chunk_positions_are_a_validated_compressor_option():
+    with pytest.raises(ConfigError, match="chunk_positions must be an integer >= 0, got -1"):
+        ComprExITConfig(chunk_positions=-1)
+
+
+# ------------------------------------------------------------------ data and batches
+def test_long_span_batches_hold_one_length_and_the_stated_number_of_chunks(tmp_path, long_corpus):
+    backbone = tiny_backbone("llama")
+    trainer = Trainer(config(tmp_path, long_corpus, long_context_tokens=[192, 288], long_share=0.5), backbone=backbone)
+    names = trainer.split.train.names
+    assert names[-2:] == ["long_corpus.jsonl.gz@192", "long_corpus.jsonl.gz@288"] and trainer.split.long_sources == 2
+    batches = epoch_contexts(trainer)
+    long_batches = [b for b in batches if b[0] > CHUNK]
+    assert all(len(set(b)) == 1 for b in long_batches)  # a batch of long examples holds one length
+    assert {b[0] for b in long_batches} == {192, 288} and all(max(b) <= CHUNK for b in batches if b[0] <= CHUNK)
+    short = sum(len(b) for b in batches if b[0] <= CHUNK)
+    assert abs(sum(len(b) for b in long_batches) - short) <= 2 * len(batches[0])  # long_share 0.5: as many long as short
+    held = trainer.split.train.sources[0].corpus.held_out(150)  # the documents of the short pieces' validation
+    assert all(not held[a.documents].any() for s in trainer.split.train.sources[-2:] for a in s.articles)
+    examples = [trainer.split.train[i] for i in trainer._epoch_batches(0)[[b[0] for b in batches].index(288)]]
+    batch, _, counts = frozen_pass(backbone, examples, states=True, teacher=False, chunk_tokens=CHUNK)
+    assert counts == [3] * len(examples) and batch.hidden_states.shape[:2] == (3 * len(examples), CHUNK)
+    assert batch.chunk_index == [0, 1, 2] * len(examples)
+
+
+def test_without_long_options_the_batches_are_todays(tmp_path, long_corpus):
+    from comprexit.data.mixture import epoch_indices
+    from comprexit.training.data import bucketed_batches
+
+    backbone = tiny_backbone("llama")
+    trainer = Trainer(config(tmp_path, long_corpus), backbone=backbone)
+    train = trainer.split.train
+    today = bucketed_batches(epoch_indices(train.sizes, None, 0, 1), train.lengths, 4, seed=1)
+    assert trainer._epoch_batches(1) == today and trainer.split.long_sources == 0
+
+
+def test_sft_questions_are_hidden_among_distractors_of_the_training_side_only(tmp_path, qa_file):
+    backbone = tiny_backbone("gemma3")
+    cfg = TrainConfig(phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "sft"), batch_size=4, max_steps=2,
+                      context_tokens=CHUNK, compressor={"window": 32}, validation_permille=200, eval_every=100,
+                      save_every=100, distractor_tokens=[192], long_share=0.25)
+    trainer = Trainer(cfg, backbone=backbone)
+    assert trainer.split.train.names[-1] == "qa_train.jsonl@192"
+    long = trainer.split.train.sources[-1]
+    qas = list(load_qa(str(qa_file)))
+    held = [qa.context for qa in qas if is_held_out(qa.context, 200)]
+    train_contexts = [qa.context for qa in qas if not is_held_out(qa.context, 200)]
+    assert held and len(long) == len(train_contexts)
+    for example in long:
+        text = backbone.decode(list(example.context))
+        assert len(example.context) <= 192 and not any(h in text for h in held)  # no validation paragraph leaks in
+        assert sum(c in text for c in train_contexts) >= 2  # the gold among distractors
+    assert max(len(e.context) for e in long) > CHUNK
+    assert trainer.train()["status"] == "finished"
+
+
+# ------------------------------------------------------------------ the forward pass
+def test_a_two_chunk_document_gets_its_chunks_slots_in_order_with_the_right_mask(tiny):
+    torch.manual_seed(0)
+    compressor = ComprExIT.for_backbone(tiny, ComprExITConfig(window=32))
+    encoder = ComprExITEncoder(compressor)
+    long, short = ids(150), ids(60, 7)  # 150 tokens: chunks of 96 and 54; 60 tokens: one chunk
+    examples = [Example(long, (8, 9, 10)), Example(short, (11, 12))]
+    batch, _, counts = frozen_pass(tiny, examples, states=True, teacher=False, chunk_tokens=CHUNK)
+    assert counts == [2, 1] and batch.chunk_index == [0, 1, 0]
+    with torch.no_grad():
+        prefix = join_chunks(encoder(batch), counts)
+        wanted = [compressor.num_slots(96) + compressor.num_slots(54), compressor.num_slots(60)]
+        assert prefix.lengths == wanted and prefix.embeds.shape == (2, max(wanted), tiny.hidden_size)
+        assert torch.isfinite(prefix.embeds).all() and not prefix.embeds[1, wanted[1]:].any()
+        for row, chunks in enumerate([[list(long[:96]), list(long[96:])], [list(short)]]):
+            alone = [compressor.compress(tiny.encode([chunk])) for chunk in chunks]  # as Reader compresses
+            concatenated = torch.cat([out.slots[out.mask] for out in alone])
+            torch.testing.assert_close(prefix.embeds[row, : wanted[row]], concatenated, rtol=1e-4, atol=1e-5)
+        embeds, mask, offsets = decoder_inputs(tiny, prefix.embeds, prefix.lengths, [e.targets for e in examples])
+    assert mask.sum(1).tolist() == [1 + wanted[0] + 3, 1 + wanted[1] + 2] and offsets == [1 + wanted[0], 1 + wanted[1]]
+
+
+def test_with_every_new_option_off_slots_and_losses_are_bit_identical(tiny):
+    torch.manual_seed(0)
+    compressor = ComprExIT.for_backbone(tiny, ComprExITConfig(window=32))
+    encoder = ComprExITEncoder(compressor)
+    examples = [Example(ids(n), (8, 9, 10)) for n in (96, 40, 77)]
+    contexts = [list(e.context) for e in examples]
+    with torch.no_grad():
+        plain = compressor.compress(tiny.encode(contexts))  # the inference path
+        batch, _, counts = frozen_pass(tiny, examples, states=True, teacher=False, chunk_tokens=CHUNK)
+        trained = encoder(batch)
+        assert counts == [1, 1, 1] and torch.equal(trained.embeds, plain.slots)
+        unchunked, _, _ = frozen_pass(tiny, examples, states=True, teacher=False)
+        assert torch.equal(unchunked.hidden_states, batch.hidden_states)
+        # a fresh chunk-position signal is zero: the same slots bit for bit at step 0
+        positioned = ComprExIT.for_backbone(tiny, ComprExITConfig(window=32, chunk_positions=4))
+        positioned.load_state_dict(compressor.state_dict(), strict=False)
+        again = positioned.compress(tiny.encode(contexts), chunk_index=torch.tensor([0, 1, 5]))
+        assert torch.equal(again.slots, plain.slots)
+        weights = LossWeights(ce=1.0, kl=0.5)
+        a = batch_losses(tiny, encoder, examples, weights)
+        b = batch_losses(tiny, encoder, examples, weights, chunk_tokens=CHUNK)
+    assert all(torch.equal(a.sums[k], b.sums[k]) for k in a.sums)
+
+
+def test_chunk_positions_are_saved_and_loaded_with_the_weights(tmp_path):
+    backbone = tiny_backbone("llama")
+    compressor = ComprExIT.for_backbone(backbone, ComprExITConfig(window=32, chunk_positions=3))
+    with torch.no_grad():
+        compressor.chunk_position.weight.normal_()
+    compressor.save_pretrained(tmp_path / "w")
+    loaded = ComprExIT.from_pretrained(tmp_path / "w", backbone)
+    assert loaded.config.chunk_positions == 3 and torch.equal(loaded.chunk_position.weight, compressor.chunk_position.weight)
+    encoded = backbone.encode([list(ids(55))] * 2)
+    with torch.no_grad():
+        slots = loaded.compress(encoded, chunk_index=torch.tensor([0, 7])).slots  # past the last index: the last one
+        assert not torch.equal(slots[0], slots[1])
+        torch.testing.assert_close(slots[1], loaded.compress(encoded, chunk_index=torch.tensor([2, 2])).slots[1])
+
+
+def test_a_short_run_on_long_spans_lowers_their_loss_and_resumes_exactly(tmp_path, long_corpus):
+    backbone = tiny_backbone("gemma3")
+    changes = dict(long_context_tokens=[192], long_share=0.5, lr=1e-2, max_steps=10, save_every=5,
+                   compressor={"window": 32, "slot_scale": "embedding", "chunk_positions": 4})
+    straight = Trainer(config(tmp_path / "a", long_corpus, **changes), backbone=backbone)
+    examples = [straight.split.train[i] for i in range(len(straight.split.train) - 4, len(straight.split.train))]
+    assert all(len(e.context) == 192 for e in examples)
+    with torch.no_grad():
+        before = float(batch_losses(backbone, straight.encoder, examples, LossWeights(), chunk_tokens=CHUNK).mean("ce"))
+    straight.train()
+    with torch.no_grad():
+        after = float(batch_losses(backbone, straight.encoder, examples, LossWeights(), chunk_tokens=CHUNK).mean("ce"))
+    assert after < before - 0.02, (before, after)
+    assert straight.unwrapped.compressor.chunk_position.weight[1].abs().sum() > 0  # the signal of chunk 1 learned
+
+    interrupted = config(tmp_path / "b", long_corpus, **changes)
+    assert Trainer(interrupted, backbone=backbone).train(stop_at_step=5)["status"] == "paused"
+    Trainer(interrupted, backbone=backbone, resume=True).train()
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
+            for name in ("a", "b")}
+    losses = {name: {r["step"]: r["loss"] for r in found if r["kind"] == "train"} for name, found in rows.items()}
+    assert sorted(losses["b"]) == list(range(1, 11))
+    for step in range(6, 11):
+        assert losses["a"][step] == pytest.approx(losses["b"][step], rel=1e-5, abs=1e-6), step
+    bounds = next(r for r in rows["a"] if r["kind"] == "bounds")
+    assert bounds["long_context"] == {"long_context_tokens": [192], "distractor_tokens": None, "long_share": 0.5,
+                                      "chunk_tokens": CHUNK}
+    assert "long_corpus.jsonl.gz@192" in bounds["sources"]
+
+
+def test_a_long_document_gets_the_same_slots_in_training_and_from_the_reader():
+    from comprexit.reader import Reader
+
+    backbone = tiny_backbone("llama")
+    compressor = ComprExIT.for_backbone(backbone, ComprExITConfig(window=32, chunk_positions=2))
+    with torch.no_grad():
+        compressor.chunk_position.weight.normal_()  # as if trained: each chunk index moves its slots
+    document = ids(250)  # chunks of 96, 96 and 58 tokens; the third takes the last learned vector
+    with torch.no_grad():
+        batch, _, counts = frozen_pass(backbone, [Example(document, (8, 9))], states=True, teacher=False,
+                                       chunk_tokens=CHUNK)
+        trained = join_chunks(ComprExITEncoder(compressor)(batch), counts)
+    read = Reader(backbone, compressor, chunk_tokens=CHUNK).compress_ids(list(document)).slots
+    assert counts == [3] and trained.lengths == [len(read)]
+    torch.testing.assert_close(trained.embeds[0], read, rtol=1e-4, atol=1e-5)
