@@ -135,6 +135,7 @@ step_sft() {  # SFT over all QA train files (NQ-style kept at 15%), from the NTP
 
 step_eval() {  # the selected SFT weights on the four eval files (first 1000 questions each), one GPU per file
   local gpu=0
+  mkdir -p $RUNS/eval  # eval -o writes into an existing folder only
   for file in $EVAL_FILES; do
     local name; name=$(basename "$file" .jsonl.gz)
     CUDA_VISIBLE_DEVICES=$(( gpu % NPROC )) logged $RUNS/eval_$name.log $CX eval --method comprexit \
