@@ -82,7 +82,7 @@ def test_eval_and_table_commands(capsys, tmp_path, qa_path):
     compressor = tmp_path / "c"
     torch.manual_seed(0)
     ComprExIT.for_backbone(tiny_backbone("llama"), ComprExITConfig(window=16)).save_pretrained(compressor)
-    out = tmp_path / "r" / "cx.json"
+    out = tmp_path / "cx.json"  # in an existing folder: eval makes none
     code = main(["eval", "--method", "comprexit", "--weights", str(compressor), "--backbone", str(folder),
                  "--data", str(qa_path), "--limit", "5", "--batch-size", "2", "--device", "cpu", "--no-progress",
                  "--output", str(out)])

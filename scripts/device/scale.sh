@@ -135,6 +135,7 @@ step_sft() {  # SFT over all QA train files (NQ-style kept at 15%), from the NTP
 
 step_eval() {  # the selected SFT weights on the four eval files (first 1000 questions each), one GPU per file
   local gpu=0
+  mkdir -p $RUNS/eval  # eval -o writes into an existing folder only
   for file in $EVAL_FILES; do
     local name; name=$(basename "$file" .jsonl.gz)
     CUDA_VISIBLE_DEVICES=$(( gpu % NPROC )) logged $RUNS/eval_$name.log $CX eval --method comprexit \
@@ -160,9 +161,14 @@ step_eval() {  # the selected SFT weights on the four eval files (first 1000 que
 #             and long_sft/best on the four eval files
 NTP_INIT=${NTP_INIT:-$PWD/results/training/2026-11-27-h100x4-scale/ntp/best}
 
+# Six single-GPU runs side by side made ~50 examples/s each on 2026-11-27 (one alone: 298), GPUs to
+# themselves included: torchrun gives its processes one OpenMP thread each, a plain process takes
+# every core, and six of them on 64 cores oversubscribe the host (our reading; not profiled). Each
+# single run gets SINGLE_THREADS.
 single() {  # single GPU NAME ARGS...: one SFT run on one GPU, in the background
   local gpu=$1 name=$2; shift 2
-  ( CUDA_VISIBLE_DEVICES=$gpu logged $RUNS/$name.log $CX train sft --preset scale --data $QA_TRAIN \
+  ( export OMP_NUM_THREADS=${SINGLE_THREADS:-8} MKL_NUM_THREADS=${SINGLE_THREADS:-8}
+    CUDA_VISIBLE_DEVICES=$gpu logged $RUNS/$name.log $CX train sft --preset scale --data $QA_TRAIN \
       --data-weights $QA_WEIGHTS --output-dir $RUNS/$name --eval-every 100 --log-every 10 "$@" "${DRY[@]}" ) &
   sleep 2
 }

@@ -51,6 +51,7 @@ step_setup() {
 }
 
 step_bounds() {  # issue 4: the zero-shot bounds on the first 1000 questions of each file
+  mkdir -p $RUNS/bounds  # eval -o writes into an existing folder only
   for method in zero-shot no-context; do
     $CX eval --method $method --data $EVAL_FILES --limit 1000 --batch-size 64 --no-progress \
       --output $RUNS/bounds/$method.json
@@ -126,6 +127,7 @@ sft() {  # sft NAME INIT [train options]: QA fine-tuning from a compressor folde
 }
 
 evaluate() {  # evaluate NAME WEIGHTS LABEL [METHOD]: the four eval files, first 1000 questions each
+  mkdir -p $RUNS/eval
   $CX eval --method "${4:-comprexit}" --weights "$2" --data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}" --batch-size 64 --no-progress \
     --label "$3" --output $RUNS/eval/$1.json | tail -3
 }

@@ -17,6 +17,16 @@ def pyplot():
     return plt
 
 
+def require_pyplot(what: str):
+    """`pyplot()`, or a one-line error saying that `what` draws with matplotlib and how to install it."""
+    from .errors import ComprexitError
+
+    plt = pyplot()
+    if plt is None:
+        raise ComprexitError(f"{what} draws PNGs with matplotlib: pip install 'comprexit[plots]'")
+    return plt
+
+
 def save_figure(fig, path: str | Path, title: str, dpi: int = 110, title_size: float | None = None) -> Path:
     """Title, tight layout with room for the title above the panels, write, close (its memory goes with it)."""
     import matplotlib.pyplot as plt

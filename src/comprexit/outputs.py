@@ -51,12 +51,29 @@ def check_writable(path: str | Path, source: str | Path | None = None, command: 
         raise InputError(f"{path} is a folder; give a file name")
     if not folder.is_dir():
         raise InputError(f"folder {folder} does not exist ({command} creates no folders)")
+    _probe(folder, path)
+    return path
+
+
+def check_run_folder(path: str | Path, command: str = "comprexit") -> Path:
+    """Refuse an output folder (a run folder, made if missing) that is a file, in a folder that is
+    missing (only the run folder itself is made, never its parents), or where nothing can be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} is a file; give a folder")
+    if not path.exists() and not path.parent.is_dir():
+        raise InputError(f"folder {path.parent} does not exist ({command} makes the run folder, not its parents)")
+    _probe(path if path.exists() else path.parent, path)
+    return path
+
+
+def _probe(folder: Path, path: Path) -> None:
+    """Create a file in `folder` and remove it again: what the OS allows is what is checked."""
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".comprexit-write-check-"):
             pass
     except OSError as error:
         raise InputError(f"cannot write {path}: {(error.strerror or str(error)).lower()}") from error
-    return path
 
 
 def write_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:

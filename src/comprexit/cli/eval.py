@@ -1,12 +1,20 @@
-"""`comprexit eval`: score a method on QA files with EM/F1 and write a results file."""
+"""`comprexit eval`: score a method on QA files with EM/F1 and write a results file.
+
+As every command: every argument is checked before the model loads (the data files, read and
+parsed, the method and its options, a --weights folder of that method, the numbers' ranges, and
+--output, a file in an existing folder: no folder is made); the results table and the written
+paths go to stdout, the status lines and the progress bar to stderr (the bar on a terminal only,
+neither with --quiet).
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
+import time
 from pathlib import Path
 
-from .common import add_backbone_options
+from .common import add_backbone_options, progress_of, status
 
 
 def add_parser(sub) -> None:
@@ -32,11 +40,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--context-budget", type=int, default=512, help="context tokens kept (the tail)")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--skip-malformed", action="store_true", help="skip and count malformed data lines")
-    parser.add_argument("--output", "-o", default=None, help="results JSON (a .md table is written beside it)")
+    parser.add_argument("--output", "-o", default=None,
+                        help="results JSON, in an existing folder (a .md table is written beside it)")
     parser.add_argument("--template", default=None, help="prompt template with one {question} field (default: METHOD.md's)")
     parser.add_argument("--label", default=None, help="row name in comparison tables")
     parser.add_argument("--predictions", action="store_true", help="store every prediction in the results file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "-q", "--no-progress", dest="quiet", action="store_true",
+                        help="no status lines or progress bar on stderr (errors are still printed)")
     add_backbone_options(parser)
     parser.set_defaults(run=run)
 
@@ -61,9 +71,39 @@ def held_out_part(dataset, permille: int):
     return replace(dataset, examples=kept, source=f"{dataset.source} (held out at {permille} per mille)")
 
 
+def check_settings(args: argparse.Namespace) -> Path | None:
+    """Every argument that can be checked without reading data or loading a model; returns --output."""
+    from ..data.files import check_source
+    from ..errors import InputError
+    from ..methods.base import check_method_options
+    from ..outputs import check_writable
+
+    if not args.data:
+        raise InputError("--data needs at least one QA file")
+    for spec in args.data:
+        check_source(spec)
+    for name, least in (("limit", 1), ("batch_size", 1), ("context_budget", 1), ("max_new_tokens", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise InputError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
+    if args.held_out is not None and not 0 < args.held_out < 1000:
+        raise InputError(f"--held-out must be a per-mille value in 1..999, got {args.held_out}")
+    options = [name for name in ("weights", "ratio") if getattr(args, name) is not None]
+    check_method_options(args.method, options)
+    if args.weights is not None:
+        from ..saving import read_folder_config
+
+        read_folder_config(args.weights, method=args.method)
+    if args.output is None:
+        return None
+    output = Path(args.output)
+    if output.suffix.lower() == ".md":
+        raise InputError(f"--output names the results JSON (the .md table is written beside it), got {output}")
+    return check_writable(output, command="eval")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..backbone import Backbone
-    from ..errors import InputError
     from ..data.qa import load_qa
     from ..evaluation.report import environment, write_results
     from ..evaluation.runner import EvalSettings, evaluate
@@ -72,12 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_methods:
         print("\n".join(available_methods()))
         return 0
-    if not args.data:
-        raise InputError("--data needs at least one QA file")
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be >= 1, got {args.limit}")
-    if args.held_out is not None and not 0 < args.held_out < 1000:
-        raise InputError(f"--held-out must be a per-mille value in 1..999, got {args.held_out}")
+    output = check_settings(args)
     settings = EvalSettings(
         context_budget=args.context_budget, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         **({"template": args.template} if args.template else {}),
@@ -89,17 +124,15 @@ def run(args: argparse.Namespace) -> int:
         if args.held_out is not None:
             dataset, key = held_out_part(dataset, args.held_out), f"{key}_held_out"
         datasets[key] = dataset.limit(args.limit) if args.limit else dataset
-    if args.method not in available_methods():
-        create_method(args.method, None)  # raises the "unknown method" error listing the known ones
+    status(args, f"data: {sum(len(d) for d in datasets.values())} questions in {len(datasets)} set(s)")
     backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype)
     options = {name: getattr(args, name) for name in ("weights", "ratio") if getattr(args, name) is not None}
     method = create_method(args.method, backbone, **options)
-    output = Path(args.output) if args.output else None
     progress = output.with_name(output.name + ".progress.jsonl") if output else None
-    results = evaluate(
-        method, datasets, settings, keep_predictions=args.predictions, progress_path=progress,
-        show_progress=not args.no_progress,
-    )
+    start = time.perf_counter()
+    results = evaluate(method, datasets, settings, keep_predictions=args.predictions, progress_path=progress,
+                       progress=progress_of(args))
+    status(args, f"evaluated {args.method} on {backbone.identity.name} in {time.perf_counter() - start:.1f} s")
     results["label"] = args.label or args.method
     if args.weights:
         from ..training.summary import training_lineage
@@ -112,6 +145,5 @@ def run(args: argparse.Namespace) -> int:
     average = results["average"]
     print(f"{'average':>14}: EM {average['em']:6.2f}  F1 {average['f1']:6.2f}  ({results['questions_per_second']} q/s)")
     if output:
-        json_path, md_path = write_results(results, output)
-        print(f"wrote {json_path} and {md_path}")
+        print("\n".join(str(path) for path in write_results(results, output)))
     return 0

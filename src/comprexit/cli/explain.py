@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ComprexitError, InputError
+from ..errors import InputError
 from ..outputs import check_writable
 from .common import add_backbone_options, add_compressor_option, load_reader, progress_of, read_context_file, status
 
@@ -93,7 +93,6 @@ def check_outputs(document: str, page: str, png_prefix: str | None) -> Outputs:
 
 
 def check_plotting() -> None:
-    from ..figures import pyplot
+    from ..figures import require_pyplot
 
-    if pyplot() is None:
-        raise ComprexitError("explain draws PNGs with matplotlib: pip install 'comprexit[plots]'")
+    require_pyplot("explain")

@@ -1,4 +1,8 @@
-"""`comprexit table`: merge results files into one comparison table (methods x datasets)."""
+"""`comprexit table`: merge results files into one comparison table (methods x datasets).
+
+-o is checked before any results file is read: a file in an existing folder (no folder is made).
+The table goes to stdout, or with -o the written paths do.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from .common import comma_names
 def add_parser(sub) -> None:
     parser = sub.add_parser("table", help="merge results files into a Markdown comparison table")
     parser.add_argument("results", nargs="+", help="results JSON files written by `comprexit eval`")
-    parser.add_argument("--output", "-o", default=None, help="write the table here (default: print it)")
+    parser.add_argument("--output", "-o", default=None,
+                        help="write the table here, in an existing folder (default: print it)")
     parser.add_argument("--title", default="QA accuracy (EM / F1)")
     parser.add_argument("--in-domain", default="squad_eval,nq_eval", help="comma-separated dataset names")
     parser.add_argument("--ood", default="drop_ood,relext_ood", help="comma-separated dataset names")
@@ -30,7 +35,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import comparison_table, load_results, merge_by_label
+    from ..outputs import check_writable
 
+    if args.output:
+        check_writable(args.output, command="table")
     runs = [load_results(path) for path in args.results]
     _relabel(runs, args.results, args.relabel)
     runs = merge_by_label(runs)
@@ -44,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
             runs, in_domain=comma_names(args.in_domain), out_of_domain=comma_names(args.ood), title=args.title
         )
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(table)
-        print(f"wrote {args.output}")
+        print(args.output)
         if rows is not None:
             _paper_plot(rows, args)
     else:
@@ -92,4 +99,4 @@ def _paper_plot(rows: list, args: argparse.Namespace) -> None:
 
     path = plot_layout(paper_sections(rows), Path(args.output).with_suffix(".png"), args.title)
     if path is not None:
-        print(f"wrote {path}")
+        print(path)

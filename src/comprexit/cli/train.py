@@ -81,7 +81,11 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError("--output-dir is required")
     saved = Path(args.output_dir) / "train_config.json"
     if args.resume and saved.is_file():
-        return _resumed_config(args, TrainConfig.from_dict(json.loads(saved.read_text())))
+        try:
+            values = json.loads(saved.read_text())
+        except ValueError as error:  # not JSON, not UTF-8
+            raise ConfigError(f"{saved} is not a readable training config: {error}") from error
+        return _resumed_config(args, TrainConfig.from_dict(values))
     method = args.method or TrainConfig.method
     values = {**preset(args.preset, args.phase, method), "phase": args.phase, **given(args)}
     if args.compressor_config:
@@ -110,9 +114,11 @@ def _resumed_config(args: argparse.Namespace, saved: TrainConfig) -> TrainConfig
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.preflight import check_inputs
     from ..training.trainer import Trainer
 
     config = build_config(args)
+    check_inputs(config, resume=args.resume)  # files and folders, before the backbone loads
     trainer = Trainer(config, resume=args.resume)
     summary = trainer.train()
     print(json.dumps(summary))

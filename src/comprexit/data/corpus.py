@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DataError
-from .files import FileFormat, file_format, read_text, stream_lines
-
-HF_PREFIX = "hf:"
+from .files import HF_PREFIX, FileFormat, corpus_format, read_text, split_hf_spec, stream_lines
 
 
 def is_streamed(spec: str) -> bool:
@@ -39,12 +37,7 @@ def iter_records(spec: str | Path) -> Iterator[tuple[dict | None, str]]:
         yield from _hf_documents(str(spec))
         return
     path = Path(spec)
-    kind = file_format(path)
-    if kind is FileFormat.JSON:
-        raise DataError(
-            f"{path}: a corpus is JSON lines (.jsonl[.gz]) or plain text; a .json file is read as SQuAD JSON "
-            "(give QA files with --extra-ntp to use their contexts as text)"
-        )
+    kind = corpus_format(path)
     if kind is FileFormat.TEXT:
         text = read_text(path)
         if text.strip():
@@ -77,9 +70,7 @@ def _hf_documents(spec: str) -> Iterator[tuple[dict, str]]:
         raise DataError(
             "streaming a Hugging Face dataset needs the 'datasets' package: pip install 'comprexit[hf-datasets]'"
         ) from None
-    name, _, split = spec[len(HF_PREFIX):].partition(":")
-    if not name:
-        raise DataError(f"missing dataset name in {spec!r}; use hf:NAME or hf:NAME:SPLIT")
+    name, split = split_hf_spec(spec)
     try:
         stream = datasets.load_dataset(name, split=split or "train", streaming=True)
     except Exception as error:  # network, unknown name, bad split: all are the user's to fix

@@ -9,6 +9,10 @@
 Whatever the name says, a file that starts with the gzip magic bytes is decompressed (names
 can lie); a corrupt archive, a non-UTF-8 byte or an unreadable path is a `DataError` with one
 line naming the file, never an `EOFError` or `UnicodeDecodeError` from deep inside.
+
+A data spec on the command line is such a file or `hf:NAME[:SPLIT]`, a Hugging Face dataset;
+`check_source` refuses a bad one before any work (a missing or unreadable file, a corpus given
+as .json, a `hf:` spec of bad syntax), leaving only the dataset's existence to its loader.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from ..errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
+HF_PREFIX = "hf:"
 
 
 class FileFormat(enum.Enum):
@@ -39,13 +44,55 @@ def file_format(path: str | Path) -> FileFormat:
     return FileFormat.TEXT
 
 
-def read_bytes(path: str | Path, max_bytes: int | None = None) -> bytes:
-    """A file's bytes, gunzipped when they start with the gzip magic; every failure a one-line DataError."""
+def corpus_format(path: str | Path) -> FileFormat:
+    """A corpus file's format: JSON lines or plain text; a .json file (SQuAD JSON) is refused."""
+    kind = file_format(path)
+    if kind is FileFormat.JSON:
+        raise DataError(
+            f"{path}: a corpus is JSON lines (.jsonl[.gz]) or plain text; a .json file is read as SQuAD JSON "
+            "(give QA files with --extra-ntp to use their contexts as text)"
+        )
+    return kind
+
+
+def split_hf_spec(spec: str) -> tuple[str, str | None]:
+    """(NAME, SPLIT or None) of `hf:NAME[:SPLIT]`; no name, an empty split or a space is a DataError."""
+    name, colon, split = spec[len(HF_PREFIX):].partition(":")
+    if not name or (colon and not split) or any(c.isspace() for c in spec):
+        raise DataError(f"bad Hugging Face dataset spec {spec!r}: use hf:NAME or hf:NAME:SPLIT")
+    return name, split or None
+
+
+def check_source(spec: str | Path, corpus: bool = False) -> None:
+    """Refuse, before any work, a data spec that cannot be read: a `hf:` spec of bad syntax (whether
+    the dataset exists is its loader's to find), a path that is missing, not a file or unreadable,
+    or a corpus (`corpus`) in a format no corpus has (`corpus_format`)."""
+    if str(spec).startswith(HF_PREFIX):
+        split_hf_spec(str(spec))
+        return
+    check_readable(spec)
+    if corpus:
+        corpus_format(spec)
+
+
+def check_readable(path: str | Path) -> Path:
+    """`path`, refused in one line if it is missing, not a file, or cannot be opened for reading."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"no such file: {path}")
     if not path.is_file():
         raise DataError(f"not a file: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {(error.strerror or str(error)).lower()}") from error
+    return path
+
+
+def read_bytes(path: str | Path, max_bytes: int | None = None) -> bytes:
+    """A file's bytes, gunzipped when they start with the gzip magic; every failure a one-line DataError."""
+    path = check_readable(path)
     if max_bytes is not None and path.stat().st_size > max_bytes:
         raise DataError(f"{path} is larger than {max_bytes // 2**20} MiB")
     try:
@@ -75,9 +122,7 @@ def stream_lines(path: str | Path):
 
     For files too large to hold in memory; failures mid-stream are `DataError`s like `read_text`'s.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
+    path = check_readable(path)
     with open(path, "rb") as probe:
         compressed = probe.read(2) == GZIP_MAGIC
     opener = gzip.open if compressed else open

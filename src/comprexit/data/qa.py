@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .files import FileFormat, file_format, json_lines, read_text
+from .files import HF_PREFIX, FileFormat, file_format, json_lines, read_text, split_hf_spec
 
 _MRQA_SUFFIXES = (".jsonl.gz", ".jsonl", ".gz")
 _SQUAD_SUFFIXES = (".json.gz", ".json")
@@ -363,10 +363,8 @@ def load_qa(spec: str, *, skip_malformed: bool = False) -> QADataset:
     * any other existing file: MRQA JSON lines (`load_mrqa`; `data.files` says why by suffix);
     * ``hf:NAME`` or ``hf:NAME:SPLIT``: a Hugging Face dataset (`load_hf_dataset`).
     """
-    if spec.startswith("hf:"):
-        name, _, split = spec[3:].partition(":")
-        if not name:
-            raise DataError(f"missing dataset name in {spec!r}; use hf:NAME or hf:NAME:SPLIT")
+    if spec.startswith(HF_PREFIX):
+        name, split = split_hf_spec(spec)
         return load_hf_dataset(name, split or "validation")
     path = Path(spec)
     if path.is_file():

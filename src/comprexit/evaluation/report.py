@@ -78,7 +78,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
         results = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise InputError(f"results file not found: {path}") from error
-    except json.JSONDecodeError as error:
+    except OSError as error:  # a folder, no permission
+        raise InputError(f"cannot read {path}: {(error.strerror or str(error)).lower()}") from error
+    except ValueError as error:  # not JSON, not UTF-8
         raise InputError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(results, dict) or "datasets" not in results or "method" not in results:
         raise InputError(f"{path} is not a comprexit evaluation results file")

@@ -3,7 +3,8 @@
 Questions are processed longest-context first so that a batch holds contexts of similar
 length (less padding); each distinct context in a batch is prepared once, however many
 questions ask about it. Progress is appended to a JSON-lines file after every batch, so an
-interrupted run resumes where it stopped.
+interrupted run resumes where it stopped; a bar per dataset is shown through `progress`
+(progress.py: none by default; the command line's on stderr, on a terminal).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ..decoding import PAPER, EagerDecoder, get_answer_rule
 from ..errors import ConfigError
 from ..methods.base import Method
 from ..data.qa import QADataset, keep_tail
+from ..progress import Progress, bar, stderr_progress
 from ..prompting import DEFAULT_TEMPLATE, PromptTemplate
 from .metrics import ScoreTotals, average_over_datasets, score
 
@@ -90,9 +90,15 @@ def evaluate(
     *,
     keep_predictions: bool = False,
     progress_path: Path | None = None,
-    show_progress: bool = True,
+    progress: Progress | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Score `method` on every dataset; returns the per-dataset and averaged EM/F1 and timings."""
+    """Score `method` on every dataset; returns the per-dataset and averaged EM/F1 and timings.
+
+    `progress` shows a bar per dataset; `show_progress=True` (older callers) stands for stderr's.
+    """
+    if progress is None and show_progress:
+        progress = stderr_progress()
     template = PromptTemplate(settings.template)
     fingerprint = _fingerprint(method, datasets, settings)
     log = ProgressLog(progress_path, fingerprint)
@@ -101,7 +107,7 @@ def evaluate(
     start_all = time.perf_counter()
     for name, dataset in datasets.items():
         start = time.perf_counter()
-        summary, rows = _evaluate_one(method, name, dataset, settings, template, log, show_progress)
+        summary, rows = _evaluate_one(method, name, dataset, settings, template, log, progress)
         seconds = time.perf_counter() - start
         summary["seconds"] = round(seconds, 2)
         summary["questions_per_second"] = round(summary["answered_now"] / seconds, 2) if summary["answered_now"] else None
@@ -124,7 +130,7 @@ def evaluate(
     return out
 
 
-def _evaluate_one(method, name, dataset, settings, template, log, show_progress):
+def _evaluate_one(method, name, dataset, settings, template, log, progress):
     backbone = method.backbone
     decoder, answer = EagerDecoder(backbone), get_answer_rule(settings.answer_rule)
     token_cache: dict[str, tuple[list[int], bool]] = {}
@@ -136,18 +142,18 @@ def _evaluate_one(method, name, dataset, settings, template, log, show_progress)
         prompts.append(backbone.tokenize(template.render(example.question)))
     order = sorted(range(len(dataset)), key=lambda i: (-len(contexts[i]), i))
     todo = [i for i in order if (name, i) not in log.done]
-    bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc=name, disable=not show_progress, unit="q")
-    for start in range(0, len(todo), settings.batch_size):
-        batch = todo[start : start + settings.batch_size]
-        unique: dict[tuple[int, ...], int] = {}
-        for i in batch:
-            unique.setdefault(tuple(contexts[i]), len(unique))
-        prefix = method.prepare([list(c) for c in unique])
-        prefixes = [prefix.rows[unique[tuple(contexts[i])]] for i in batch]
-        raw = decoder.answers(prefixes, [prompts[i] for i in batch], settings.max_new_tokens)
-        log.record(name, [(i, answer(text)) for i, text in zip(batch, raw)])
-        bar.update(len(batch))
-    bar.close()
+    with bar(progress, total=len(dataset), desc=name, unit="q") as shown:
+        shown.update(len(dataset) - len(todo))  # answered before an interruption
+        for start in range(0, len(todo), settings.batch_size):
+            batch = todo[start : start + settings.batch_size]
+            unique: dict[tuple[int, ...], int] = {}
+            for i in batch:
+                unique.setdefault(tuple(contexts[i]), len(unique))
+            prefix = method.prepare([list(c) for c in unique])
+            prefixes = [prefix.rows[unique[tuple(contexts[i])]] for i in batch]
+            raw = decoder.answers(prefixes, [prompts[i] for i in batch], settings.max_new_tokens)
+            log.record(name, [(i, answer(text)) for i, text in zip(batch, raw)])
+            shown.update(len(batch))
 
     totals = ScoreTotals()
     rows = []

@@ -86,8 +86,9 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
-    """Instantiate a registered method; unknown names list the known ones."""
+def check_method_options(name: str, options: Sequence[str]) -> type[Method]:
+    """The class of a registered method that takes every option named; unknown names list the known ones.
+    Needs no backbone, so a command can refuse a wrong method or option before one loads."""
     _import_builtin_methods()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
@@ -99,7 +100,12 @@ def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
             f"method {name!r} takes no {', '.join(refused)} option"
             + (f" (it takes: {', '.join(sorted(accepted))})" if accepted else "")
         )
-    return cls(backbone, **options)
+    return cls
+
+
+def create_method(name: str, backbone: Backbone, **options: Any) -> Method:
+    """Instantiate a registered method; unknown names list the known ones."""
+    return check_method_options(name, list(options))(backbone, **options)
 
 
 def _import_builtin_methods() -> None:

@@ -15,10 +15,17 @@ RECIPE_FIELDS = ("method", "ablation", "phase", "lr", "batch_size", "grad_accum"
 
 def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"no such run folder: {run_dir}" if not run_dir.exists() else f"{run_dir} is a file, not a run folder")
     if not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "train_config.json").is_file():
         raise InputError(f"{run_dir} is not a training run folder (no metrics.jsonl / train_config.json)")
-    config = json.loads((run_dir / "train_config.json").read_text())
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    try:
+        config = json.loads((run_dir / "train_config.json").read_text())
+        rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if isinstance(r, dict) and "kind" in r]
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        raise InputError(f"{run_dir}: cannot read its run files ({error})") from error
+    if not isinstance(config, dict):
+        raise InputError(f"{run_dir / 'train_config.json'} is not a training config (a JSON object)")
     bounds = next((r for r in rows if r["kind"] == "bounds"), {})
     validation = [r for r in rows if r["kind"] == "validation"]
     train = [r for r in rows if r["kind"] == "train"]
