@@ -1,0 +1,59 @@
+"""The scripts that turn device runs into decisions and tables: the sweep's choice and the F1 curve."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def write_run(folder: Path, lr: float, batch: int, step: int, f1: float, ce: float) -> None:
+    (folder / "best").mkdir(parents=True)
+    (folder / "train_config.json").write_text(json.dumps({"lr": lr, "global_batch_size": batch}))
+    (folder / "best" / "selection.json").write_text(json.dumps({"step": step, "f1": f1, "ce": ce}))
+
+
+def test_sweep_choice_takes_the_best_f1_and_breaks_near_ties_by_answer_ce(tmp_path):
+    write_run(tmp_path / "a", 6e-4, 256, 60, f1=30.1, ce=1.80)
+    write_run(tmp_path / "b", 1.2e-3, 256, 60, f1=30.4, ce=1.90)  # best F1, but 'a' is within 0.5 with a lower CE
+    write_run(tmp_path / "c", 3e-4, 512, 30, f1=28.0, ce=1.60)  # lowest CE, too far behind on F1
+    (tmp_path / "unfinished").mkdir()  # no selection yet: ignored
+    done = run_script("scripts/device/best_of_sweep.py", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "--lr 0.0006 --global-batch-size 256"
+
+
+def test_sweep_choice_refuses_a_sweep_without_finished_runs(tmp_path):
+    (tmp_path / "unfinished").mkdir()
+    done = run_script("scripts/device/best_of_sweep.py", str(tmp_path))
+    assert done.returncode == 1 and done.stdout == "" and "no finished runs" in done.stderr
+
+
+def test_sft_curve_lays_out_validation_and_eval_points(tmp_path):
+    run = tmp_path / "lr6e-4"
+    write_run(run / "long_sft", 6e-4, 256, 500, f1=34.0, ce=1.7)
+    records = [{"kind": "bounds", "step": 0}, {"kind": "validation", "step": 250, "f1": 28.5, "ce": 1.9},
+               {"kind": "validation", "step": 500, "f1": 34.0, "ce": 1.7}]
+    (run / "long_sft" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    scores = {"squad_eval": 30.0, "nq_eval": 40.0, "drop_ood": 20.0, "relext_ood": 44.0}
+    (run / "final" / "eval").mkdir(parents=True)
+    for name, f1 in scores.items():
+        (run / "final" / "eval" / f"{name}.json").write_text(json.dumps({"datasets": {name: {"f1": f1}}}))
+    done = run_script("scripts/results/sft_curve.py", str(run), "-o", str(tmp_path / "curve"))
+    assert done.returncode == 0, done.stderr
+    [curve] = json.loads((tmp_path / "curve.json").read_text())
+    assert [p["examples"] for p in curve["validation"]] == [64_000, 128_000]
+    assert curve["eval"] == [{"step": 500, "examples": 128_000, "in_domain_f1": 35.0, "ood_f1": 32.0}]
+    table = (tmp_path / "curve.md").read_text()
+    assert "| lr6e-4 (lr 0.0006) | 500 (selected) | 128,000 | 34.0 | 1.7 | 35.0 | 32.0 |" in table
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_sft_curve_refuses_a_folder_that_is_not_a_run(tmp_path):
+    done = run_script("scripts/results/sft_curve.py", str(tmp_path), "-o", str(tmp_path / "curve"))
+    assert done.returncode == 2 and "not an SFT run folder" in done.stderr
