@@ -3,6 +3,10 @@
 # accelerator machine (`device` tool, kind nvidia-h100-x4). One step per call, back to back:
 #
 #   ../shared/device/prepare (PIECE_MB=40)          here, once: the staging pieces .device/s1..sN
+#     (a piece plus the tracked tree must stay under 64 MiB: the tree is ~32 MiB since 2026-11-27, so
+#     PIECE_MB=30; a lease that continues from the committed NTP weights stages only the seven QA files:
+#     DATA="squad_v11_train.jsonl.gz squad_train.jsonl.gz nq_train.jsonl.gz squad_eval.jsonl.gz
+#     nq_eval.jsonl.gz drop_ood.jsonl.gz relext_ood.jsonl.gz", 9 pieces)
 #   git archive 66215f8 src | tar -x -C .device/old  here, once: the code of the shipped run, for "before"
 #   calls 1..N-1:  mkdir -p /root/stage && cp .device/sK/* /root/stage/
 #   call N (carry .device/sN and .device/old):
