@@ -30,10 +30,15 @@ def check_inputs(config: TrainConfig, resume: bool = False) -> None:
     if config.init is not None:
         _prefixed("init", lambda: read_folder_config(config.init, method=config.method))
     if config.teacher is not None:
-        _prefixed("teacher", lambda: encoder_class(folder_method(read_checkpoint_config(Path(config.teacher)))))
+        check_teacher(config.teacher)
     run_dir = check_run_folder(config.output_dir, "train")
     if resume and checkpoints.latest_checkpoint(run_dir) is None:
         raise CheckpointError(f"--resume: no checkpoint in {checkpoints.checkpoint_root(run_dir)}")
+
+
+def check_teacher(folder: str) -> None:
+    """A KL teacher folder that is missing, unreadable or of an untrainable method, refused in one line."""
+    _prefixed("teacher", lambda: encoder_class(folder_method(read_checkpoint_config(Path(folder)))))
 
 
 def _prefixed(option: str, check) -> None:

@@ -42,7 +42,6 @@ from ..evaluation.report import environment
 from ..evaluation.runner import EvalSettings, evaluate
 from ..methods import create_method
 from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
-from ..saving import folder_method, read_checkpoint_config
 from . import checkpoints
 from .config import TrainConfig
 from .data import (Example, ExampleSet, Split, bucketed_batches, distractor_sources, load_ntp, load_sft,
@@ -50,6 +49,7 @@ from .data import (Example, ExampleSet, Split, bucketed_batches, distractor_sour
 from .objectives import (AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses,
                          teacher_losses)
 from .plots import plot_run
+from .preflight import check_teacher
 
 
 # With plan_minutes, the speed between these two steps (counted from the run's start, after the
@@ -87,7 +87,8 @@ class Trainer:
         self.encoder_class = encoder_class(config.method)
         self.encoder_class.check_objectives({"ce": self.weights.ce, "kl": self.weights.kl, "ae": self.weights.ae})
         self.encoder_class.check_ablation(config.ablation)
-        self._check_teacher()
+        if config.teacher is not None:  # before the backbone loads, also for callers of the Python API
+            check_teacher(config.teacher)
         self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
         self.teacher = self._load_teacher()
         started = time.perf_counter()
@@ -106,15 +107,6 @@ class Trainer:
             (self.run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     # ------------------------------------------------------------------ set-up
-    def _check_teacher(self) -> None:
-        """A teacher folder that is missing, unreadable or of an untrainable method, refused before the backbone loads."""
-        if self.config.teacher is None:
-            return
-        try:
-            encoder_class(folder_method(read_checkpoint_config(Path(self.config.teacher))))
-        except (CheckpointError, ConfigError) as error:
-            raise type(error)(f"teacher: {error}") from error
-
     def _load_teacher(self) -> ContextEncoder | None:
         """A trained encoder whose decoder distribution the KL term distils (frozen), or None."""
         if self.config.teacher is None:
