@@ -1,4 +1,4 @@
-"""The scripts that turn device runs into decisions and tables: the sweep's choice and the F1 curve."""
+"""The scripts that turn device runs into decisions and tables: the sweep's choice, the teacher's, the F1 curve."""
 
 import json
 import subprocess
@@ -32,6 +32,31 @@ def test_sweep_choice_refuses_a_sweep_without_finished_runs(tmp_path):
     (tmp_path / "unfinished").mkdir()
     done = run_script("scripts/device/best_of_sweep.py", str(tmp_path))
     assert done.returncode == 1 and done.stdout == "" and "no finished runs" in done.stderr
+
+
+def write_taught_run(folder: Path, f1: float, ce: float) -> None:
+    write_run(folder, 6e-4, 256, 120, f1=f1, ce=ce)
+    (folder / "train_config.json").write_text(json.dumps({"kl_weight": 0.5, "teacher": "/runs/prompt_tuning/best"}))
+
+
+def test_the_teacher_is_kept_only_with_a_clear_f1_lead_and_a_lower_answer_ce(tmp_path):
+    write_run(tmp_path / "plain", 6e-4, 256, 120, f1=30.0, ce=1.80)
+    cases = {"clear": (31.2, 1.75), "close": (30.8, 1.70), "higher_ce": (32.0, 1.85)}
+    answers = {}
+    for name, (f1, ce) in cases.items():
+        write_taught_run(tmp_path / name, f1, ce)
+        done = run_script("scripts/device/keep_teacher.py", str(tmp_path / name), str(tmp_path / "plain"))
+        assert done.returncode == 0, done.stderr
+        answers[name] = done.stdout.split("\n")[-2]  # the last line printed, empty when the teacher is left out
+    assert answers["clear"] == "--kl-weight 0.5 --teacher /runs/prompt_tuning/best"
+    assert answers["close"] == answers["higher_ce"] == ""
+
+
+def test_the_teacher_choice_refuses_a_run_that_never_validated(tmp_path):
+    write_run(tmp_path / "plain", 6e-4, 256, 120, f1=30.0, ce=1.80)
+    (tmp_path / "taught").mkdir()
+    done = run_script("scripts/device/keep_teacher.py", str(tmp_path / "taught"), str(tmp_path / "plain"))
+    assert done.returncode == 1 and "did not validate" in done.stderr
 
 
 def test_sft_curve_lays_out_validation_and_eval_points(tmp_path):

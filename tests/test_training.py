@@ -244,6 +244,22 @@ def test_a_planned_run_sets_its_steps_from_its_speed_and_ends_decayed(tmp_path, 
     assert max(r["lr"] for r in train) == pytest.approx(cfg.lr, rel=0.05)
 
 
+def test_a_planned_run_revises_its_plan_at_validations_until_half_has_run(tmp_path, corpus):
+    """The first plan comes from steps 5-25; each validation before half the planned steps revises it."""
+    backbone = tiny_backbone("llama")
+    cfg = config(tmp_path, corpus, max_steps=5000, plan_minutes=0.25, warmup_ratio=0.0, eval_every=40,
+                 save_every=5000, log_every=1)
+    summary = Trainer(cfg, backbone=backbone).train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    plans = [r for r in rows if r["kind"] == "plan"]
+    assert plans[0]["step"] == 25 and len(plans) > 1
+    assert all(r["step"] % 40 == 0 for r in plans[1:])
+    assert all(later["step"] < 0.5 * earlier["total_steps"] for earlier, later in zip(plans, plans[1:]))
+    assert summary["status"] == "finished" and summary["step"] == plans[-1]["total_steps"]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # still decays to zero at the revised end
+
+
 def test_kl_can_distil_a_trained_teacher_instead_of_the_frozen_model(tmp_path, qa_file):
     """--teacher: the KL term reads a prompt-tuned full-context teacher; the bounds gain its CE and F1."""
     from comprexit.methods.trainable import encoder_class

@@ -188,11 +188,13 @@ sweep_runs() {  # three learning rates at batch 256, one at batch 512 (half the 
   single 2 sweep/lr1.2e-3_b256 --lr 1.2e-3 --max-steps "$SWEEP_STEPS" "${from[@]}"
   single 3 sweep/lr1.2e-3_b512 --lr 1.2e-3 --global-batch-size 512 --max-steps $(( SWEEP_STEPS / 2 )) "${from[@]}"
 }
-ablation_runs() {  # 10% and 30% of squad_v11_train at the sweep's steps (100%: sweep/lr6e-4_b256); KL to a teacher if trained
+ablation_runs() {  # 10% / 30% / 100% of squad_v11_train at equal steps, and 100% with KL to the teacher if trained
+  # (100%: the sweep's lr 6e-4 run where the sweep ran in this lease, else a run of its own)
   local from=(--init "$NTP_INIT" --lr 6e-4 --max-steps "$SWEEP_STEPS" --eval-every $(( SWEEP_STEPS / 4 )) --max-minutes "$SWEEP_GUARD")
   single 0 ablation/squad_v11_10pct --data-fractions 0.1 1 1 "${from[@]}"
   single 1 ablation/squad_v11_30pct --data-fractions 0.3 1 1 "${from[@]}"
   [ -d $RUNS/prompt_tuning/best ] && single 2 ablation/teacher_kl --kl-weight 0.5 --teacher $RUNS/prompt_tuning/best "${from[@]}"
+  [ -d $RUNS/sweep/lr6e-4_b256 ] || single 3 ablation/squad_v11_100pct "${from[@]}"
   return 0
 }
 sweep_summary() {
@@ -201,8 +203,8 @@ sweep_summary() {
   python3 scripts/device/best_of_sweep.py $RUNS/sweep | tee $RUNS/sweep/chosen.txt || echo "no choice from the sweep: the preset's lr"
 }
 ablation_summary() {
-  $CX summarize $RUNS/ablation/*/ $RUNS/sweep/lr6e-4_b256 \
-    --title "SFT at equal steps ($SWEEP_STEPS): 10/30/100% of squad_v11_train (100%: the sweep's lr 6e-4 run)" \
+  $CX summarize $RUNS/ablation/*/ $(ls -d $RUNS/sweep/lr6e-4_b256 2>/dev/null) \
+    --title "SFT at equal steps ($SWEEP_STEPS, lr 6e-4): 10/30/100% of squad_v11_train, and 100% with KL to the prompt-tuned teacher" \
     -o $RUNS/ablation/summary.json | tail -8 || echo "FAILED: the ablation's summary"
 }
 step_sweep() { sweep_runs; wait; sweep_summary; PACK_WEIGHTS=0 pack sweep sweep; }
@@ -222,6 +224,10 @@ step_teacher() {  # prompt tuning over the full context on the same data: the KL
 step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG_ARGS: e.g. "--lr 6e-4")
   # without LONG_ARGS, the sweep's choice (by validation F1 on held-out train questions)
   local chosen=""; [ -f $RUNS/sweep/chosen.txt ] && chosen=$(tail -1 $RUNS/sweep/chosen.txt)
+  # the prompt-tuned teacher's KL joins the recipe if the ablation says so (scripts/device/keep_teacher.py)
+  [ -z "${LONG_ARGS:-}" ] && [ -d $RUNS/ablation/teacher_kl ] && python3 scripts/device/keep_teacher.py \
+    $RUNS/ablation/teacher_kl $(ls -d $RUNS/ablation/squad_v11_100pct $RUNS/sweep/lr6e-4_b256 2>/dev/null | head -1) \
+    | tee $RUNS/ablation/teacher_choice.txt && chosen="$chosen $(tail -1 $RUNS/ablation/teacher_choice.txt)"
   read -r -a long <<< "${LONG_ARGS:-$chosen}"
   echo "long_sft: ${long[*]}"
   phase $RUNS/long_sft sft --preset scale --init "$NTP_INIT" --data $QA_TRAIN --data-weights $QA_WEIGHTS \
@@ -230,44 +236,54 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
   pack long_sft long_sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft.log
 }
 
-on_gpus() {  # on_gpus COMMAND...: each argument one command line, NPROC at a time, one GPU each
-  local i=0
-  for command in "$@"; do
-    ( export CUDA_VISIBLE_DEVICES=$(( i % NPROC )); eval "$command" ) &
-    i=$(( i + 1 )); [ $(( i % NPROC )) = 0 ] && wait
+on_gpus() {  # on_gpus COMMAND...: one lane per GPU, lane k runs commands k, k+NPROC, ... in turn (list the longest first)
+  local lane
+  for (( lane = 0; lane < NPROC; lane++ )); do
+    ( export CUDA_VISIBLE_DEVICES=$lane
+      for (( i = lane + 1; i <= $#; i += NPROC )); do eval "${!i}"; done ) &
   done
   wait
 }
 
-evaluation() {  # evaluation WEIGHTS LABEL OUTPUT ARGS...: one `comprexit eval` command line, logged
+evaluation() {  # evaluation WEIGHTS LABEL OUTPUT ARGS...: one `comprexit eval` command line, logged (METHOD= another method)
   local weights=$1 label=$2 output=$3; shift 3
-  echo "logged $output.log $CX eval --method comprexit --weights $weights --batch-size 64 --no-progress \
+  echo "logged $output.log $CX eval --method ${METHOD:-comprexit} --weights $weights --batch-size 64 --no-progress \
     --label '$label' --output $output.json $*"
 }
 
-step_curve() {  # eval F1 of every snapshot of long_sft (reporting only: selection stays on held-out train questions)
-  local jobs=()
-  for snapshot in $RUNS/long_sft/snapshots/step-*; do
-    jobs+=("$(evaluation $snapshot "$(basename $snapshot)" $RUNS/curve/$(basename $snapshot) \
-      --data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}")")
-  done
-  on_gpus "${jobs[@]}"
-  $CX table $RUNS/curve/step-*.json -o $RUNS/curve/table.md | tail -1
-  pack curve curve
+JOBS=()
+final_jobs() {  # the selected long_sft weights on held-out TRAIN questions (the shipping decision) and the eval files;
+  # prompt tuning (the teacher, at the same data and budget) beside them if it was trained in this lease
+  local best=$RUNS/long_sft/best heldout=(--data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-300}")
+  local eval=(--data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}")
+  mkdir -p $RUNS/final/heldout $RUNS/final/eval
+  [ -d $RUNS/prompt_tuning/best ] && JOBS+=("$(METHOD=prompt-tuning evaluation $RUNS/prompt_tuning/best \
+    "prompt tuning, full context" $RUNS/final/eval/prompt_tuning "${eval[@]}")")
+  JOBS+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/eval/long_sft "${eval[@]}")")
+  JOBS+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/heldout/long_sft "${heldout[@]}")")
+  JOBS+=("$(evaluation $SHIPPED "ComprExIT, shipped" $RUNS/final/heldout/shipped "${heldout[@]}")")
+  [ -d $RUNS/prompt_tuning/best ] && JOBS+=("$(METHOD=prompt-tuning evaluation $RUNS/prompt_tuning/best \
+    "prompt tuning, full context" $RUNS/final/heldout/prompt_tuning "${heldout[@]}")")
+  return 0
 }
-
-step_final() {  # the selected long_sft weights: the shipping decision on held-out TRAIN questions, then the eval files
-  local best=$RUNS/long_sft/best jobs=()
-  jobs+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/heldout/long_sft --data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-300}")")
-  jobs+=("$(evaluation $SHIPPED "ComprExIT, shipped" $RUNS/final/heldout/shipped --data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-300}")")
-  for file in $EVAL_FILES; do
-    jobs+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/eval/$(basename $file .jsonl.gz) \
-      --data $file --limit "${EVAL_LIMIT:-1000}")")
+final_tables() {
+  $CX table $RUNS/final/heldout/*.json -o $RUNS/final/heldout/table.md | tail -1 && sed -n 3,6p $RUNS/final/heldout/table.md
+  $CX table $RUNS/final/eval/*.json -o $RUNS/final/eval/table.md | tail -1 && sed -n 3,5p $RUNS/final/eval/table.md
+}
+curve_jobs() {  # every snapshot of long_sft on the eval files (CURVE_LIMIT questions each; reporting only)
+  mkdir -p $RUNS/curve
+  for snapshot in $RUNS/long_sft/snapshots/step-*; do
+    JOBS+=("$(evaluation $snapshot "$(basename $snapshot)" $RUNS/curve/$(basename $snapshot) \
+      --data $EVAL_FILES --limit "${CURVE_LIMIT:-1000}")")
   done
-  on_gpus "${jobs[@]}"
-  $CX table $RUNS/final/heldout/*.json -o $RUNS/final/heldout/table.md | tail -1 && sed -n 3,5p $RUNS/final/heldout/table.md
-  $CX table $RUNS/final/eval/*.json -o $RUNS/final/eval/table.md | tail -1 && sed -n 3,4p $RUNS/final/eval/table.md
-  pack final final
+}
+curve_table() { $CX table $RUNS/curve/step-*.json -o $RUNS/curve/table.md | tail -1; }
+
+step_final() { JOBS=(); final_jobs; on_gpus "${JOBS[@]}"; final_tables; pack final final; }
+step_curve() { JOBS=(); curve_jobs; on_gpus "${JOBS[@]}"; curve_table; pack curve curve; }
+step_report() {  # final and curve in one queue, so that no GPU waits for another's wave
+  JOBS=(); final_jobs; curve_jobs; on_gpus "${JOBS[@]}"
+  final_tables; curve_table; pack final final; pack curve curve
 }
 
 for step in "$@"; do
