@@ -68,14 +68,16 @@ def test_sft_curve_lays_out_validation_and_eval_points(tmp_path):
     scores = {"squad_eval": 30.0, "nq_eval": 40.0, "drop_ood": 20.0, "relext_ood": 44.0}
     (run / "final" / "eval").mkdir(parents=True)
     for name, f1 in scores.items():
-        (run / "final" / "eval" / f"{name}.json").write_text(json.dumps({"datasets": {name: {"f1": f1}}}))
+        (run / "final" / "eval" / f"{name}.json").write_text(json.dumps({"datasets": {name: {"f1": f1, "count": 1000}}}))
     done = run_script("scripts/results/sft_curve.py", str(run), "-o", str(tmp_path / "curve"))
     assert done.returncode == 0, done.stderr
     [curve] = json.loads((tmp_path / "curve.json").read_text())
     assert [p["examples"] for p in curve["validation"]] == [64_000, 128_000]
-    assert curve["eval"] == [{"step": 500, "examples": 128_000, "in_domain_f1": 35.0, "ood_f1": 32.0}]
+    counts = {name: 1000 for name in sorted(scores)}
+    assert curve["eval"] == [{"step": 500, "examples": 128_000, "in_domain_f1": 35.0, "ood_f1": 32.0, "questions": counts}]
     table = (tmp_path / "curve.md").read_text()
-    assert "| lr6e-4 (lr 0.0006) | 500 (selected) | 128,000 | 34.0 | 1.7 | 35.0 | 32.0 |" in table
+    assert ("| lr6e-4 (lr 0.0006) | 500 (selected) | 128,000 | 34.0 | 1.7 | 35.0 | 32.0 | drop_ood 1000, nq_eval 1000, "
+            "relext_ood 1000, squad_eval 1000 |") in table
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 

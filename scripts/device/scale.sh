@@ -257,8 +257,9 @@ final_jobs() {  # the selected long_sft weights on held-out TRAIN questions (the
   local best=$RUNS/long_sft/best heldout=(--data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-300}")
   local eval=(--data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}")
   mkdir -p $RUNS/final/heldout $RUNS/final/eval
+  mkdir -p $RUNS/final/teacher  # not final/eval: that folder holds the selected ComprExIT weights' results only
   [ -d $RUNS/prompt_tuning/best ] && JOBS+=("$(METHOD=prompt-tuning evaluation $RUNS/prompt_tuning/best \
-    "prompt tuning, full context" $RUNS/final/eval/prompt_tuning "${eval[@]}")")
+    "prompt tuning, full context" $RUNS/final/teacher/prompt_tuning "${eval[@]}")")
   JOBS+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/eval/long_sft "${eval[@]}")")
   JOBS+=("$(evaluation $best "ComprExIT, long SFT" $RUNS/final/heldout/long_sft "${heldout[@]}")")
   JOBS+=("$(evaluation $SHIPPED "ComprExIT, shipped" $RUNS/final/heldout/shipped "${heldout[@]}")")
@@ -268,7 +269,8 @@ final_jobs() {  # the selected long_sft weights on held-out TRAIN questions (the
 }
 final_tables() {
   $CX table $RUNS/final/heldout/*.json -o $RUNS/final/heldout/table.md | tail -1 && sed -n 3,6p $RUNS/final/heldout/table.md
-  $CX table $RUNS/final/eval/*.json -o $RUNS/final/eval/table.md | tail -1 && sed -n 3,5p $RUNS/final/eval/table.md
+  $CX table $RUNS/final/eval/*.json $(ls $RUNS/final/teacher/*.json 2>/dev/null) -o $RUNS/final/eval/table.md | tail -1 &&
+    sed -n 3,5p $RUNS/final/eval/table.md
 }
 curve_jobs() {  # every snapshot of long_sft on the eval files (CURVE_LIMIT questions each; reporting only)
   mkdir -p $RUNS/curve

@@ -6,7 +6,9 @@ Usage:
 
 Each RUN_DIR holds `long_sft/metrics.jsonl` and `long_sft/train_config.json` (from `comprexit train`),
 optionally `curve/step-*.json` (`comprexit eval` of the snapshots) and `final/eval/*.json` (the selected
-weights). Writes OUT_PREFIX.json, OUT_PREFIX.md and OUT_PREFIX.png.
+weights; ComprExIT's only). Writes OUT_PREFIX.json, OUT_PREFIX.md and OUT_PREFIX.png. Each eval point
+keeps the questions it was scored on per file (snapshots may have been scored on fewer than the final
+weights).
 """
 
 import argparse
@@ -34,7 +36,9 @@ def eval_points(run: Path, batch: int, selected_step: int) -> list[dict]:
     if final and selected_step not in {p["step"] for p in points}:
         points.append({"step": selected_step, "datasets": final})
     return [{"step": p["step"], "examples": p["step"] * batch, "in_domain_f1": mean_f1(p["datasets"], IN_DOMAIN),
-             "ood_f1": mean_f1(p["datasets"], OUT_OF_DOMAIN)} for p in sorted(points, key=lambda p: p["step"])]
+             "ood_f1": mean_f1(p["datasets"], OUT_OF_DOMAIN),
+             "questions": {name: d.get("count") for name, d in sorted(p["datasets"].items())}}
+            for p in sorted(points, key=lambda p: p["step"])]
 
 
 def read_run(run: Path) -> dict:
@@ -50,10 +54,10 @@ def read_run(run: Path) -> dict:
 
 def markdown(runs: list[dict]) -> str:
     lines = ["# SFT: F1 against examples seen", "",
-             "Held-out train questions (the run's validation; selection) and the eval files (first 1000 questions; "
-             "reporting only).", "",
-             "| run | step | examples | held-out train F1 | val CE | eval in-domain F1 | eval OOD F1 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "Held-out train questions (the run's validation; selection) and the eval files (the first questions of "
+             "each file, as many as the last column says; reporting only).", "",
+             "| run | step | examples | held-out train F1 | val CE | eval in-domain F1 | eval OOD F1 | eval questions per file |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for run in runs:
         evals = {p["step"]: p for p in run["eval"]}
         steps = sorted({v["step"] for v in run["validation"]} | set(evals))
@@ -61,8 +65,10 @@ def markdown(runs: list[dict]) -> str:
         for step in steps:
             v, e = validation.get(step, {}), evals.get(step, {})
             mark = " (selected)" if step == run["selected_step"] else ""
+            counts = ", ".join(f"{name} {n}" for name, n in e.get("questions", {}).items()) or "-"
             lines.append(f"| {run['run']} (lr {run['lr']}) | {step}{mark} | {step * run['global_batch']:,} | "
-                         f"{v.get('f1', '-')} | {v.get('ce', '-')} | {e.get('in_domain_f1') or '-'} | {e.get('ood_f1') or '-'} |")
+                         f"{v.get('f1', '-')} | {v.get('ce', '-')} | {e.get('in_domain_f1') or '-'} | {e.get('ood_f1') or '-'} "
+                         f"| {counts} |")
     return "\n".join(lines) + "\n"
 
 
