@@ -296,7 +296,7 @@ def test_shipped_compressor_explains_the_lighthouse(gemma, tmp_path):
     names = {" Harrow", " Keel", " Bay", " Thomas", " Reed", " Paris", " Agnes", " Mallory", " Fresnel"}
     of_function = [capacity[i] for i, token in enumerate(explanation.tokens) if token in function_words]
     of_names = [capacity[i] for i, token in enumerate(explanation.tokens) if token in names]
-    # measured 1.52 vs 0.76 with the weights shipped on 2026-11-27 (1.65 vs 0.70 with the ones before)
+    # measured 1.59 vs 0.77 with the weights shipped on 2026-11-27 (third lease; 1.52 vs 0.76 and 1.65 vs 0.70 before)
     assert len(of_names) == 9 and np.mean(of_names) > 1.5 * np.mean(of_function)
     field = explanation.slot_field - explanation.slot_start[:, None]
     own = [explanation.draws[s, a:b].sum() for s, (a, b) in enumerate(field)]
