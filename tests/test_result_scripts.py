@@ -34,6 +34,23 @@ def test_sweep_choice_refuses_a_sweep_without_finished_runs(tmp_path):
     assert done.returncode == 1 and done.stdout == "" and "no finished runs" in done.stderr
 
 
+def test_lever_choice_prints_the_winning_lever_or_nothing_when_no_lever_wins(tmp_path):
+    def lever_run(name: str, compressor: dict, f1: float, ce: float) -> None:
+        write_run(tmp_path / name, 6e-4, 256, 300, f1=f1, ce=ce)
+        config = {"lr": 6e-4, "global_batch_size": 256, "compressor": compressor}
+        (tmp_path / name / "train_config.json").write_text(json.dumps(config))
+
+    lever_run("none", {}, f1=30.0, ce=1.80)
+    lever_run("reader_tokens_32", {"reader_tokens": 32}, f1=31.5, ce=1.75)
+    done = run_script("scripts/device/best_of_sweep.py", "--lever", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == '--compressor-config {"reader_tokens":32}'
+    lever_run("reader_tokens_8", {"reader_tokens": 8}, f1=29.0, ce=1.90)
+    (tmp_path / "none" / "best" / "selection.json").write_text(json.dumps({"step": 300, "f1": 32.0, "ce": 1.70}))
+    done = run_script("scripts/device/best_of_sweep.py", "--lever", str(tmp_path))
+    assert done.returncode == 0 and done.stdout.split("\n")[-2] == ""  # no lever beats the run without one
+
+
 def write_taught_run(folder: Path, f1: float, ce: float) -> None:
     write_run(folder, 6e-4, 256, 120, f1=f1, ce=ce)
     (folder / "train_config.json").write_text(json.dumps({"kl_weight": 0.5, "teacher": "/runs/prompt_tuning/best"}))

@@ -154,12 +154,13 @@ step_eval() {  # the selected SFT weights on the four eval files (first 1000 que
 
 # ---------------------------------------------------------------- the next lease (issue "Quality at scale")
 # What this lease could not run, from this session's NTP weights (committed, bf16) so that no NTP is repeated:
+#   levers    design levers beyond the paper (reader tokens before the slots), four single-GPU runs side by side
 #   sweep     lr x global batch for SFT, four single-GPU runs side by side, equal examples (SWEEP_STEPS)
 #   ablation  SFT on 10% / 30% of squad_v11_train at the sweep's steps (its lr 6e-4 run is the 100% point), plus
 #             a run distilling a prompt-tuned full-context teacher if step `teacher` ran first
 #   explore   sweep and ablation at once (six runs on four GPUs)
 #   teacher   prompt tuning over the full context, trained on the same QA data (the teacher of `ablation`)
-#   long_sft  the chosen recipe (the sweep's winner unless LONG_ARGS) for longer on 4 GPUs, with weights kept
+#   long_sft  the chosen recipe (the sweep's and the levers' winners unless LONG_ARGS) for longer on 4 GPUs, with weights kept
 #             every SNAPSHOT steps: evaluating the snapshots (`curve`) gives eval F1 against examples seen
 #   final     the shipping decision on held-out train questions (long_sft/best against the shipped weights),
 #             and long_sft/best on the four eval files
@@ -207,6 +208,25 @@ ablation_summary() {
     --title "SFT at equal steps ($SWEEP_STEPS, lr 6e-4): 10/30/100% of squad_v11_train, and 100% with KL to the prompt-tuned teacher" \
     -o $RUNS/ablation/summary.json | tail -8 || echo "FAILED: the ablation's summary"
 }
+# Design levers beyond the paper, one at a time (issue "Quality at scale", item 6: the F1 curve of the third
+# lease flattened ~10 F1 below prompt tuning): single-GPU runs side by side from the NTP weights at equal
+# steps, each adding one lever whose new parameters start fresh (so --init keeps the rest). The winner by
+# held-out train F1 (best_of_sweep.py --lever) joins the recipe of `long_sft`.
+LEVER_STEPS=${LEVER_STEPS:-300}
+lever_runs() {
+  local from=(--init "$NTP_INIT" --lr 6e-4 --max-steps "$LEVER_STEPS" --eval-every $(( LEVER_STEPS / 4 )) --max-minutes "$SWEEP_GUARD")
+  single 0 levers/none "${from[@]}"
+  single 1 levers/reader_tokens_8 --compressor-config '{"reader_tokens":8}' "${from[@]}"
+  single 2 levers/reader_tokens_32 --compressor-config '{"reader_tokens":32}' "${from[@]}"
+  single 3 levers/reader_tokens_64 --compressor-config '{"reader_tokens":64}' "${from[@]}"
+}
+step_levers() {
+  lever_runs; wait
+  $CX summarize $RUNS/levers/*/ --title "Design levers at equal steps ($LEVER_STEPS, lr 6e-4), one GPU each, from the NTP weights of 2026-11-27" \
+    -o $RUNS/levers/summary.json | tail -8 || echo "FAILED: the levers' summary"
+  python3 scripts/device/best_of_sweep.py --lever $RUNS/levers | tee $RUNS/levers/chosen.txt || echo "no lever chosen"
+  PACK_WEIGHTS=0 pack levers levers
+}
 step_sweep() { sweep_runs; wait; sweep_summary; PACK_WEIGHTS=0 pack sweep sweep; }
 step_ablation() { ablation_runs; wait; ablation_summary; PACK_WEIGHTS=0 pack ablation ablation; }
 step_explore() {  # sweep and ablation side by side
@@ -228,6 +248,7 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
   [ -z "${LONG_ARGS:-}" ] && [ -d $RUNS/ablation/teacher_kl ] && python3 scripts/device/keep_teacher.py \
     $RUNS/ablation/teacher_kl $(ls -d $RUNS/ablation/squad_v11_100pct $RUNS/sweep/lr6e-4_b256 2>/dev/null | head -1) \
     | tee $RUNS/ablation/teacher_choice.txt && chosen="$chosen $(tail -1 $RUNS/ablation/teacher_choice.txt)"
+  [ -z "${LONG_ARGS:-}" ] && [ -f $RUNS/levers/chosen.txt ] && chosen="$chosen $(tail -1 $RUNS/levers/chosen.txt)"
   read -r -a long <<< "${LONG_ARGS:-$chosen}"
   echo "long_sft: ${long[*]}"
   phase $RUNS/long_sft sft --preset scale --init "$NTP_INIT" --data $QA_TRAIN --data-weights $QA_WEIGHTS \
