@@ -237,3 +237,24 @@ def test_a_long_document_gets_the_same_slots_in_training_and_from_the_reader():
     read = Reader(backbone, compressor, chunk_tokens=CHUNK).compress_ids(list(document)).slots
     assert counts == [3] and trained.lengths == [len(read)]
     torch.testing.assert_close(trained.embeds[0], read, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_compresses_a_long_context_chunk_by_chunk_as_the_reader_does():
+    """`comprexit eval` with a context budget past one chunk: the same slots as `Reader` (issue 18's
+    benchmark compares today's chunk-concatenating compressor), and a short context is read as before."""
+    from comprexit.methods.comprexit import ComprExITMethod
+    from comprexit.reader import Reader
+
+    backbone = tiny_backbone("llama")
+    compressor = ComprExIT.for_backbone(backbone, ComprExITConfig(window=32, chunk_positions=2))
+    with torch.no_grad():
+        compressor.chunk_position.weight.normal_()
+    method = ComprExITMethod(backbone, compressor=compressor)
+    method.chunk_tokens = CHUNK
+    long, short = list(ids(250)), list(ids(60))
+    rows = method.prepare([long, short]).rows
+    read = Reader(backbone, compressor, chunk_tokens=CHUNK).compress_ids(long).slots
+    assert len(rows[0]) == len(read) == 2 * 24 + 15  # chunks of 96, 96 and 58 tokens at 4x
+    torch.testing.assert_close(rows[0].embeds, read, rtol=1e-4, atol=1e-5)
+    alone = method.prepare([short]).rows[0]
+    torch.testing.assert_close(rows[1].embeds, alone.embeds, rtol=1e-4, atol=1e-5)

@@ -1,8 +1,9 @@
 """Long contexts: cut into chunks that are compressed one by one, and the chunks' prefixes joined in order.
 
 A compressor reads one chunk per encoder pass (the length it was trained on); a longer
-document is its chunks' slots one after the other. `Reader` does this at inference and the
-trainer in long-context training, with these two functions, so both cut and join alike.
+document is its chunks' slots one after the other. `Reader` does this at inference, the
+trainer in long-context training and `comprexit eval` for contexts longer than a chunk, with
+these functions, so all three cut and join alike.
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ from .assembly import places
 from .errors import ConfigError
 from .prefix import SoftPrefixBatch
 
+CHUNK_TOKENS = 512  # context tokens per encoder pass: the context length the compressors are trained on
+
 
 def split_chunks(ids: Sequence[int], size: int) -> list[list[int]]:
     """`ids` in consecutive chunks of `size` tokens (the last may be shorter); an empty context is one empty chunk."""
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)] or [[]]
+
+
+def chunk_layout(contexts: Sequence[Sequence[int]], size: int) -> tuple[list[list[int]], list[int], list[int]]:
+    """Every context cut into chunks of `size`: the chunks of context 0, then of context 1, ...;
+    each context's chunk count; and each chunk's index within its context (the chunk-position signal)."""
+    pieces = [split_chunks(c, size) for c in contexts]
+    counts = [len(p) for p in pieces]
+    return [chunk for p in pieces for chunk in p], counts, [k for n in counts for k in range(n)]
 
 
 def join_chunks(prefix, counts: Sequence[int]) -> SoftPrefixBatch:

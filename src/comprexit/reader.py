@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .backbone import Backbone
-from .chunks import split_chunks
+from .chunks import CHUNK_TOKENS, split_chunks
 from .compressor import ComprExIT, Slots
 from .config import ComprExITConfig
 from .decoding import SENTENCE, Decoder, EagerDecoder, GraphDecoder, PrefixCache, get_answer_rule
@@ -30,7 +30,6 @@ from .weights import shipped_compressor_dir
 
 logger = logging.getLogger(__name__)
 
-CHUNK_TOKENS = 512  # context tokens per encoder pass: the context length the compressors are trained on
 PROMPT_RESERVE = 512  # decoder positions kept free for the question and the answer
 MAX_QUESTION_TOKENS = 200  # a question's own tokens; with the prompt's ~22 and MAX_NEW_TOKENS, within PROMPT_RESERVE
 MAX_NEW_TOKENS = 256  # tokens an answer may run to

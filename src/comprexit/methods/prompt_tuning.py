@@ -50,6 +50,7 @@ class PromptTuningEncoder(ContextEncoder):
     config_class = PromptTuningConfig
     # the decoder reads the context itself, so reconstructing it (ae) would only teach copying
     objectives = ("ce", "kl")
+    reads_in_chunks = False  # it compresses nothing: a long context is read whole
 
     def __init__(self, config: PromptTuningConfig, identity: BackboneIdentity, backbone: Backbone, init: torch.Tensor):
         super().__init__(config, identity)

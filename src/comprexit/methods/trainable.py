@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone, BackboneIdentity
+from ..chunks import CHUNK_TOKENS, chunk_layout, join_chunks
 from ..config import ConfigFields
 from ..errors import ConfigError
 from ..prefix import KVPrefixBatch, SoftPrefixBatch
@@ -50,13 +51,14 @@ class ContextBatch:
     chunk_index: list[int] | None = None
 
     @classmethod
-    def of(cls, backbone: Backbone, contexts: Sequence[Sequence[int]], encoder: "ContextEncoder") -> "ContextBatch":
+    def of(cls, backbone: Backbone, contexts: Sequence[Sequence[int]], encoder: "ContextEncoder",
+           chunk_index: list[int] | None = None) -> "ContextBatch":
         """The batch `encoder` needs, running the frozen encoder pass only if it reads its states."""
         contexts = [list(c) for c in contexts]
         if not encoder.reads_frozen_states:
-            return cls(contexts)
+            return cls(contexts, chunk_index=chunk_index)
         encoded = backbone.encode(contexts)
-        return cls(contexts, encoded.hidden_states, encoded.mask)
+        return cls(contexts, encoded.hidden_states, encoded.mask, chunk_index)
 
 
 class ContextEncoder(nn.Module):
@@ -66,6 +68,9 @@ class ContextEncoder(nn.Module):
       config_class: its validated config dataclass (with `from_dict` / `to_dict`).
       reads_frozen_states: True if it reads every layer's states of the frozen backbone's
         pass over the context (ComprExIT); the trainer then reuses that pass as the teacher.
+      reads_in_chunks: True if a context longer than one chunk is compressed chunk by chunk, the
+        chunks' prefixes joined (compressors, trained on one chunk); False if it reads a context whole
+        (prompt tuning, which compresses nothing).
       objectives: the training objectives it supports (a subset of ce, kl, ae).
       ablations: named config changes (`--ablation NAME`), each a function of the backbone's
         identity returning config fields.
@@ -75,6 +80,7 @@ class ContextEncoder(nn.Module):
     method: ClassVar[str] = ""
     config_class: ClassVar[type[ConfigFields]]
     reads_frozen_states: ClassVar[bool] = False
+    reads_in_chunks: ClassVar[bool] = True
     objectives: ClassVar[tuple[str, ...]] = OBJECTIVES
     ablations: ClassVar[dict[str, Callable[[BackboneIdentity], dict[str, Any]]]] = {}
 
@@ -201,6 +207,7 @@ class TrainableMethod(Method):
             encoder = self.encoder_class.from_pretrained(weights, backbone)
         self.weights = str(weights) if weights else "in-memory"
         self.encoder = encoder.to(backbone.device).eval()
+        self.chunk_tokens = CHUNK_TOKENS  # a longer context is compressed chunk by chunk (see `prepare`)
 
     @classmethod
     def untrained(cls, backbone: Backbone, config: ConfigFields | None = None) -> "TrainableMethod":
@@ -209,7 +216,14 @@ class TrainableMethod(Method):
 
     @torch.no_grad()
     def prepare(self, contexts: Sequence[Sequence[int]]) -> DecoderPrefix:
-        prefix = self.encoder(ContextBatch.of(self.backbone, contexts, self.encoder))
+        """The prefix of each context; one longer than `chunk_tokens` is compressed chunk by chunk, as
+        `Reader` and long-context training compress it (`chunks.chunk_layout`, `chunks.join_chunks`)."""
+        contexts = [list(c) for c in contexts]
+        if self.encoder.reads_in_chunks and any(len(c) > self.chunk_tokens for c in contexts):
+            chunks, counts, index = chunk_layout(contexts, self.chunk_tokens)
+            prefix = join_chunks(self.encoder(ContextBatch.of(self.backbone, chunks, self.encoder, index)), counts)
+        else:
+            prefix = self.encoder(ContextBatch.of(self.backbone, contexts, self.encoder))
         return DecoderPrefix(prefix.rows())
 
     def settings(self) -> dict[str, Any]:

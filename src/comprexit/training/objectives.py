@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..backbone import Backbone
-from ..chunks import join_chunks, split_chunks
+from ..chunks import chunk_layout, join_chunks
 from ..errors import ConfigError
 from ..methods.trainable import ContextBatch
 from ..prefix import KVPrefixBatch, SoftPrefixBatch
@@ -212,11 +212,9 @@ def frozen_pass(
         teacher, which reads the whole context, takes a pass of its own.
     """
     contexts = [list(e.context) for e in examples]
-    pieces = [split_chunks(c, chunk_tokens) if chunk_tokens else [c] for c in contexts]
-    counts = [len(p) for p in pieces]
+    chunks, counts, index = chunk_layout(contexts, chunk_tokens) if chunk_tokens else (contexts, [1] * len(contexts), None)
     chunked = max(counts) > 1
-    chunks = [chunk for p in pieces for chunk in p]
-    batch = ContextBatch(chunks, chunk_index=[k for n in counts for k in range(n)] if chunked else None)
+    batch = ContextBatch(chunks, chunk_index=index if chunked else None)
     together = teacher and not chunked  # one pass gives the states and the teacher
     teacher_pass = None
     if states:
