@@ -41,6 +41,7 @@ def join_chunks(prefix, counts: Sequence[int]) -> SoftPrefixBatch:
     Returns (documents, P', hidden) whose row i holds its real vectors first (`lengths[i]` of
     them) and zeros after, so documents of different chunk counts share a batch. One gather
     and one scatter, laid out on the host from the lengths: differentiable, no device sync.
+    The prefix's `lead` (reader tokens) goes with it unchanged: read once per document, not per chunk.
     """
     if not isinstance(prefix, SoftPrefixBatch):
         raise ConfigError("contexts longer than one chunk need a method whose prefix is vectors; "
@@ -57,4 +58,4 @@ def join_chunks(prefix, counts: Sequence[int]) -> SoftPrefixBatch:
     device = prefix.embeds.device
     values = prefix.embeds[chunk.to(device), within.to(device)]  # (n, hidden)
     out = prefix.embeds.new_zeros(len(counts), max(lengths, default=0), prefix.embeds.shape[-1])
-    return SoftPrefixBatch(out.index_put((owner[chunk].to(device), column.to(device)), values), lengths)
+    return SoftPrefixBatch(out.index_put((owner[chunk].to(device), column.to(device)), values), lengths, prefix.lead)

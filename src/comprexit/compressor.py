@@ -14,6 +14,7 @@ from .backbone import BackboneIdentity
 from .config import ComprExITConfig
 from .errors import ConfigError
 from .modules import DepthTransmission, Projector, SlotScale, WidthTransmission, make_allocation
+from .prompting import INIT_TEXT, text_vectors
 from .saving import CONFIG_FILE, WEIGHTS_FILE, load_state_into, read_folder_config, save_folder
 
 if TYPE_CHECKING:
@@ -63,6 +64,12 @@ class ComprExIT(nn.Module):
 
     Build one for a backbone with `ComprExIT.for_backbone(backbone, config)`; it reads the
     backbone's hidden states (`Backbone.encode`) and never touches its weights.
+
+    With `reader_tokens` it also holds `reader_tokens`, (P, hidden) vectors the decoder reads once
+    per document before the slots. They are no part of any chunk's `Slots`: whoever hands the
+    decoder a document's prefix puts them first (`ComprExITEncoder`, `Reader.compress_ids`).
+    reader_init: their starting values ((P, hidden); `for_backbone` gives the embeddings of
+        `prompting.INIT_TEXT`); None: zeros, for a compressor whose weights are loaded next.
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class ComprExIT(nn.Module):
         config: ComprExITConfig,
         identity: BackboneIdentity,
         embedding_rms: float = 1.0,
+        reader_init: torch.Tensor | None = None,
     ):
         super().__init__()
         self.config = config
@@ -100,12 +108,18 @@ class ComprExIT(nn.Module):
         self.chunk_position = nn.Embedding(config.chunk_positions, hidden) if config.chunk_positions else None
         if self.chunk_position is not None:
             nn.init.zeros_(self.chunk_position.weight)
+        # Created last, and only when on: the other parameters draw the same random numbers either way.
+        self.reader_tokens = None
+        if config.reader_tokens:
+            init = torch.zeros(config.reader_tokens, hidden) if reader_init is None else reader_init.detach().cpu()
+            self.reader_tokens = nn.Parameter(init.float().clone())  # (P, hidden)
 
     @classmethod
     def for_backbone(cls, backbone: "Backbone", config: ComprExITConfig | None = None) -> "ComprExIT":
         """A freshly initialised compressor sized for `backbone`, on its device, in float32."""
         config = config or ComprExITConfig()
-        return cls(config, backbone.identity, backbone.embedding_rms()).to(backbone.device)
+        model = cls(config, backbone.identity, backbone.embedding_rms(), _reader_init(backbone, config))
+        return model.to(backbone.device)
 
     # ------------------------------------------------------------------ forward
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor, *, diagnostics: bool = False,
@@ -175,15 +189,34 @@ class ComprExIT(nn.Module):
         directory: str | Path,
         backbone: "Backbone | BackboneIdentity | None" = None,
         device: str | torch.device | None = None,
+        added: dict | None = None,
     ) -> "ComprExIT":
-        """Load a saved compressor; with `backbone`, refuse one trained on a different backbone."""
+        """Load a saved compressor; with `backbone`, refuse one trained on a different backbone.
+
+        added: additive config fields (`ComprExITConfig.additive_fields`, e.g. {"reader_tokens": 32})
+            to turn on over the trained weights: every saved tensor loads unchanged, and the
+            parameters they create start as `for_backbone` starts them (needs a `Backbone`).
+        """
         meta, saved = read_folder_config(directory, "comprexit", backbone)
-        config = ComprExITConfig.from_dict(meta["config"])
+        trained = ComprExITConfig.from_dict(meta["config"])
+        config = trained.with_additions(added) if added else trained
         if device is None and backbone is not None and not isinstance(backbone, BackboneIdentity):
             device = backbone.device
-        model = cls(config, saved, meta.get("embedding_rms", 1.0))
-        load_state_into(model, directory)
+        reader_init = None
+        if config.reader_tokens != trained.reader_tokens:
+            if backbone is None or isinstance(backbone, BackboneIdentity):
+                raise ConfigError("adding reader tokens to trained weights needs the backbone (its embeddings start them)")
+            reader_init = _reader_init(backbone, config)
+        model = cls(config, saved, meta.get("embedding_rms", 1.0), reader_init)
+        with torch.device("meta"):  # the trained config's tensor names, drawing no random numbers
+            names = set(cls(trained, saved).state_dict())
+        load_state_into(model, directory, fresh=set(model.state_dict()) - names)
         return model.to(device) if device is not None else model
+
+
+def _reader_init(backbone: "Backbone", config: ComprExITConfig) -> torch.Tensor | None:
+    """(reader_tokens, hidden): the reader tokens' start, as prompt tuning starts its tokens; None without them."""
+    return text_vectors(backbone, INIT_TEXT, config.reader_tokens) if config.reader_tokens else None
 
 
 def _autocast_on(device: torch.device) -> bool:

@@ -19,6 +19,9 @@ class ConfigFields:
     """
 
     label: ClassVar[str] = "config"
+    # Fields that only add parameters of their own, which start fresh, and change none of the others:
+    # they may be added to trained weights (`comprexit train --init W --compressor-config ...`).
+    additive_fields: ClassVar[tuple[str, ...]] = ()
 
     def _problems(self) -> Iterator[str]:
         return iter(())
@@ -44,6 +47,22 @@ class ConfigFields:
         if unknown:
             raise ConfigError(f"unknown {cls.label} field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
+
+    def with_additions(self, added: dict[str, Any]) -> "ConfigFields":
+        """This (trained) config with additive fields set; any other field, or an additive one the
+        weights already have on at another value (its parameters would change shape), is refused."""
+        refused = sorted(set(added) - set(self.additive_fields))
+        if refused:
+            allowed = ", ".join(self.additive_fields) or "none"
+            raise ConfigError(f"trained weights keep their {self.label}: of its fields only those that add parameters "
+                              f"of their own may be added ({allowed}), not {refused}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        changed = sorted(k for k, v in added.items() if getattr(self, k) not in (defaults[k], v))
+        if changed:
+            raise ConfigError("the trained weights already have "
+                              + ", ".join(f"{k}={getattr(self, k)!r}" for k in changed) + "; cannot change to "
+                              + ", ".join(f"{k}={added[k]!r}" for k in changed))
+        return dataclasses.replace(self, **added)
 
 
 @dataclass
@@ -101,8 +120,17 @@ class ComprExITConfig(ConfigFields):
             "it on changes nothing before training; 0 (default) is off"
         },
     )
+    reader_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "P trained vectors in the decoder's input-embedding space, read once per document between [BOS] "
+            "and the slots ([BOS] + reader tokens + slots + prompt), to teach the frozen decoder how to read slots "
+            "and answer, as prompt tuning does; started as prompt tuning starts its tokens; 0 (default) is off"
+        },
+    )
 
     label: ClassVar[str] = "ComprExIT config"
+    additive_fields: ClassVar[tuple[str, ...]] = ("chunk_positions", "reader_tokens")
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):
@@ -130,8 +158,9 @@ class ComprExITConfig(ConfigFields):
             yield f"embedding_skip must be true or false, got {self.embedding_skip!r}"
         if self.slot_scale not in SLOT_SCALES:
             yield f"slot_scale must be one of {SLOT_SCALES}, got {self.slot_scale!r}"
-        if not is_int_at_least(self.chunk_positions, 0):
-            yield f"chunk_positions must be an integer >= 0, got {self.chunk_positions!r}"
+        for name in ("chunk_positions", "reader_tokens"):
+            if not is_int_at_least(getattr(self, name), 0):
+                yield f"{name} must be an integer >= 0, got {getattr(self, name)!r}"
         if self.allocation not in ALLOCATIONS:
             yield f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}"
         if self.layers is not None:

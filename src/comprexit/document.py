@@ -25,6 +25,9 @@ class CompressedDocument:
 
     slots: (slots, hidden) vectors in the backbone's input-embedding space.
     mask: (slots,) bool; False on empty slots (they are never read).
+    reader_tokens: (P, hidden) the compressor's reader tokens, read once before the slots, or None
+        (a compressor without them, and every document saved before they existed). Kept with
+        the slots they were trained with, so the document answers alike under any reader.
     """
 
     slots: torch.Tensor
@@ -35,6 +38,7 @@ class CompressedDocument:
     compressor: str = ""
     chunk_tokens: int = 0
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    reader_tokens: torch.Tensor | None = None
     # (key, cache): the decoder's key/value cache over [BOS] + slots, kept in memory (never saved)
     # so that every later question only prefills itself; set by `Reader.slot_cache`, keyed by the
     # decoder that prefilled it (and the device and dtype), since only that decoder can read it
@@ -51,9 +55,15 @@ class CompressedDocument:
         return (f"CompressedDocument({self.context_tokens:,} tokens -> {self.num_slots:,} slots, {self.ratio}x, "
                 f"backbone {self.backbone.name}{compressor})")
 
+    @property
+    def prefix_positions(self) -> int:
+        """Vectors the decoder reads before the question: the reader tokens and the non-empty slots."""
+        return self.num_slots + (0 if self.reader_tokens is None else len(self.reader_tokens))
+
     def prefix(self) -> torch.Tensor:
-        """The (non-empty slots, hidden) vectors the decoder reads."""
-        return self.slots[self.mask]
+        """The (reader tokens + non-empty slots, hidden) vectors the decoder reads."""
+        slots = self.slots[self.mask]
+        return slots if self.reader_tokens is None else torch.cat([self.reader_tokens.to(slots), slots])
 
     def metadata(self) -> dict:
         return {
@@ -66,6 +76,7 @@ class CompressedDocument:
             "compressor": self.compressor,
             "chunk_tokens": self.chunk_tokens,
             "created": self.created,
+            "reader_tokens": 0 if self.reader_tokens is None else len(self.reader_tokens),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -73,6 +84,8 @@ class CompressedDocument:
         (none is created), as outputs.py writes every file: a temporary name, the umask's mode, a rename."""
         path = check_writable(path, command="save")
         tensors = {"slots": self.slots.detach().float().contiguous().cpu(), "mask": self.mask.cpu().to(torch.uint8)}
+        if self.reader_tokens is not None:
+            tensors["reader_tokens"] = self.reader_tokens.detach().float().contiguous().cpu()
         return write_safetensors(tensors, path, metadata={"comprexit": json.dumps(self.metadata())})
 
     @classmethod
@@ -88,9 +101,11 @@ class CompressedDocument:
             raise CheckpointError(f"{path} is not a comprexit compressed document ({error})") from error
         if meta.get("format") != FORMAT or "slots" not in tensors or "mask" not in tensors:
             raise CheckpointError(f"{path} is not a comprexit compressed document (format {meta.get('format')!r})")
-        slots, mask = tensors["slots"], tensors["mask"].bool()
+        slots, mask, reader = tensors["slots"], tensors["mask"].bool(), tensors.get("reader_tokens")
         if slots.ndim != 2 or mask.shape != slots.shape[:1] or not torch.isfinite(slots).all():
             raise CheckpointError(f"{path} holds malformed or non-finite slots")
+        if reader is not None and (reader.shape[1:] != slots.shape[1:] or not torch.isfinite(reader).all()):
+            raise CheckpointError(f"{path} holds malformed or non-finite reader tokens")
         return cls(
             slots=slots,
             mask=mask,
@@ -100,4 +115,5 @@ class CompressedDocument:
             compressor=str(meta.get("compressor", "")),
             chunk_tokens=int(meta.get("chunk_tokens", 0)),
             created=str(meta.get("created", "")),
+            reader_tokens=reader,
         )

@@ -5,7 +5,8 @@ one kind) and in training (`final_states`, a batch):
 
 * Soft prefix: vectors in the decoder's input-embedding space (ComprExIT's slots, ICAE's
   memory states, prompt-tuning tokens, kept context tokens), read as `[BOS] + prefix +
-  prompt`. Per context a `SoftPrefix`, `(positions, hidden)`; none at all is an empty one
+  prompt` (ComprExIT's reader tokens, where it has them, lead the prefix). Per context a
+  `SoftPrefix`, `(positions, hidden)`; none at all is an empty one
   (the no-context bound). Batched for training as `SoftPrefixBatch`.
 * Key/value prefix (500xCompressor): every layer's keys and values of a few positions,
   which the decoder attends to as a cache, then reads `[BOS] + prompt` at position ids that
@@ -97,10 +98,16 @@ class KVPrefix(Prefix):
 
 @dataclass(eq=False)
 class SoftPrefixBatch:
-    """embeds: (batch, P, hidden) input-embedding vectors; row i's first `lengths[i]` are real, the rest padding."""
+    """embeds: (batch, P, hidden) input-embedding vectors; row i's first `lengths[i]` are real, the rest padding.
+
+    lead: (Q, hidden) vectors every row reads first, between `[BOS]` and its own (ComprExIT's reader
+        tokens), or None. They belong to a document, not to one of its chunks: `lengths` does not
+        count them, and joining chunks (`chunks.join_chunks`) keeps them once.
+    """
 
     embeds: torch.Tensor
     lengths: list[int]
+    lead: torch.Tensor | None = None
 
     @classmethod
     def stack(cls, rows: Sequence[SoftPrefix]) -> "SoftPrefixBatch":
@@ -114,13 +121,17 @@ class SoftPrefixBatch:
         return cls(torch.zeros(rows, 0, backbone.hidden_size, dtype=backbone.dtype, device=backbone.device), [0] * rows)
 
     def rows(self) -> list[SoftPrefix]:
-        return [SoftPrefix(row[:n]) for row, n in zip(self.embeds, self.lengths)]
+        """One prefix per row, the lead (if any) before the row's vectors."""
+        if self.lead is None:
+            return [SoftPrefix(row[:n]) for row, n in zip(self.embeds, self.lengths)]
+        return [SoftPrefix(torch.cat([self.lead.to(row), row[:n]])) for row, n in zip(self.embeds, self.lengths)]
 
     def inputs(self, backbone: "Backbone", tokens: Sequence[Sequence[int]], insert: torch.Tensor | None = None,
                side: str = RIGHT) -> DecoderInputs:
-        """`[BOS] + prefix_i (+ insert) + tokens_i` per row; insert: an optional (hidden,) vector."""
+        """`[BOS] (+ lead) + prefix_i (+ insert) + tokens_i` per row; insert: an optional (hidden,) vector."""
         rows = len(self.lengths)
-        return assemble(backbone, Tokens([backbone.bos_ids] * rows), Vectors(self.embeds, self.lengths),
+        lead = [] if self.lead is None else [Vectors(self.lead, [len(self.lead)] * rows)]
+        return assemble(backbone, Tokens([backbone.bos_ids] * rows), *lead, Vectors(self.embeds, self.lengths),
                         *_marker(insert, rows), Tokens(tokens), side=side)
 
     def final_states(self, backbone: "Backbone", targets: Sequence[Sequence[int]], insert: torch.Tensor | None = None,

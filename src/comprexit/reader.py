@@ -131,7 +131,7 @@ class Reader:
         positions = self.backbone.max_positions
         if positions is None:
             return None
-        return max(0, positions - PROMPT_RESERVE) * self.compressor.config.ratio
+        return max(0, positions - PROMPT_RESERVE - self.compressor.config.reader_tokens) * self.compressor.config.ratio
 
     def context_ids(self, text: str) -> list[int]:
         """Token ids of a document, refusing empty and over-long ones with a clear message."""
@@ -153,8 +153,10 @@ class Reader:
 
     @torch.no_grad()
     def compress_ids(self, ids: Sequence[int], *, progress: Progress | None = None) -> CompressedDocument:
-        """Compress a tokenised document, in chunks of `chunk_tokens` encoded `ENCODE_BATCH` at a time."""
+        """Compress a tokenised document, in chunks of `chunk_tokens` encoded `ENCODE_BATCH` at a time; the
+        compressor's reader tokens, where it has them, go with the document once (read before all its slots)."""
         slots = torch.cat([out.slots[out.mask] for _, out in self.compressed_chunks(ids, progress=progress)])
+        reader_tokens = self.compressor.reader_tokens
         return CompressedDocument(
             slots=slots.float().cpu(),
             mask=torch.ones(len(slots), dtype=torch.bool),
@@ -163,6 +165,7 @@ class Reader:
             ratio=self.compressor.config.ratio,
             compressor=self.compressor_name,
             chunk_tokens=self.chunk_tokens,
+            reader_tokens=None if reader_tokens is None else reader_tokens.detach().float().cpu(),
         )
 
     @torch.no_grad()
@@ -227,7 +230,8 @@ class Reader:
         check_fits(found, self.backbone.device, what, advice)
 
     def slot_cache(self, document: CompressedDocument, progress: Progress | None = None) -> PrefixCache:
-        """The decoder's cache over `[BOS] + slots`, computed on first use and kept on the document.
+        """The decoder's cache over `[BOS] + slots` (reader tokens first, where the document has them),
+        computed on first use and kept on the document.
 
         It is kept for this reader's decoder (on the backbone's device and dtype of now): another
         decoder prefills its own, since a cache is read only by the decoder that made it.
@@ -260,7 +264,7 @@ class Reader:
         if isinstance(document, str):
             document = self.compress(document, progress=progress)
         self._check_document(document)
-        self.check_memory(document.num_slots + len(self.backbone.bos_ids), len(prompts), batch_size, use_cache,
+        self.check_memory(document.prefix_positions + len(self.backbone.bos_ids), len(prompts), batch_size, use_cache,
                           f"reading {document.num_slots:,} slots", "ask fewer questions at once (batch_size)")
         if use_cache:
             cache = self.slot_cache(document, progress)

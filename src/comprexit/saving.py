@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
 
 import torch
 from safetensors import SafetensorError
@@ -78,11 +78,17 @@ def read_folder_config(
     return meta, saved
 
 
-def load_state_into(module: nn.Module, directory: str | Path) -> None:
-    """Load the folder's tensors into `module`, refusing missing, extra, misshapen or non-finite ones."""
+def load_state_into(module: nn.Module, directory: str | Path, fresh: Collection[str] = ()) -> None:
+    """Load the folder's tensors into `module`, refusing missing, extra, misshapen or non-finite ones.
+
+    fresh: names the folder does not hold and `module` keeps as they are: the parameters of an
+        additive option turned on over trained weights (`ConfigFields.with_additions`).
+    """
     directory = Path(directory)
     state = read_weights(directory / WEIGHTS_FILE)
     expected = module.state_dict()
+    for name in set(fresh) - set(state):
+        state[name] = expected[name]
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
         raise CheckpointError(

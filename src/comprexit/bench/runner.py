@@ -70,7 +70,8 @@ def serving_cache_length(reader: Reader, settings: BenchSettings, slots: bool = 
     prompt = max(len(p) for p in serving_prompts(reader, settings.batch))
     tail = max(prompt + max(settings.new_tokens), STEPS + WARMUP)
     longest = max(settings.serve_lengths)
-    need = len(reader.backbone.bos_ids) + (reader.compressor.num_slots(longest) if slots else longest) + tail
+    read = (reader.compressor.config.reader_tokens + reader.compressor.num_slots(longest)) if slots else longest
+    need = len(reader.backbone.bos_ids) + read + tail
     return -(-need // CACHE_ROUNDING) * CACHE_ROUNDING
 
 

@@ -62,10 +62,17 @@ class ComprExITEncoder(ContextEncoder):
         return cls(ComprExIT.for_backbone(backbone, config))
 
     def forward(self, batch: ContextBatch) -> SoftPrefixBatch:
+        """Each context's slots, led by the reader tokens where the compressor has them.
+
+        The reader tokens are the prefix's `lead`, not rows of its vectors: read once before each
+        row, they stay once at the front when chunks' prefixes are joined into a document's
+        (`chunks.join_chunks`), whether a document is one chunk or several.
+        """
         index = None if batch.chunk_index is None else torch.tensor(batch.chunk_index)
         out = self.compressor(batch.hidden_states, batch.mask, chunk_index=index)
         # non-empty slots come first; counted from the context lengths, without waiting for the device
-        return SoftPrefixBatch(out.slots, [self.compressor.num_slots(len(c)) for c in batch.contexts])
+        lengths = [self.compressor.num_slots(len(c)) for c in batch.contexts]
+        return SoftPrefixBatch(out.slots, lengths, lead=self.compressor.reader_tokens)
 
     def parameter_count(self) -> int:
         return self.compressor.parameter_count()
@@ -74,8 +81,8 @@ class ComprExITEncoder(ContextEncoder):
         return self.compressor.save_pretrained(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, backbone: Backbone) -> "ComprExITEncoder":
-        return cls(ComprExIT.from_pretrained(directory, backbone))
+    def from_pretrained(cls, directory: str | Path, backbone: Backbone, added: dict | None = None) -> "ComprExITEncoder":
+        return cls(ComprExIT.from_pretrained(directory, backbone, added=added))
 
 
 @register_method("comprexit")

@@ -4,14 +4,12 @@ The decoder reads `[BOS] + virtual tokens + context + prompt`; only the virtual 
 Nothing is compressed: this is the paper's upper reference for what a soft prefix can add to
 the frozen model reading the whole document.
 
-Initialisation: the virtual tokens start as the input embeddings (Gemma's sqrt(H) scale
-included) of the tokens of `init_text`, repeated to fill them; real vocabulary embeddings
-are a common choice (Lester et al., 2021) and put the vectors on the scale the decoder expects.
+Initialisation: the virtual tokens start as the input embeddings of the tokens of `init_text`,
+repeated to fill them (`prompting.text_vectors`, which ComprExIT's reader tokens start from too).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -21,12 +19,10 @@ from torch import nn
 from ..assembly import Tokens, assemble
 from ..backbone import Backbone, BackboneIdentity
 from ..config import ConfigFields, is_int_at_least
-from ..errors import ConfigError
 from ..prefix import SoftPrefixBatch
+from ..prompting import INIT_TEXT, text_vectors
 from .base import register_method
 from .trainable import ContextBatch, ContextEncoder, TrainableMethod, register_encoder
-
-INIT_TEXT = "Read the document below carefully, then answer the question about it with a short span taken from it."
 
 
 @dataclass
@@ -60,12 +56,7 @@ class PromptTuningEncoder(ContextEncoder):
     @classmethod
     def for_backbone(cls, backbone: Backbone, config: PromptTuningConfig | None = None) -> "PromptTuningEncoder":
         config = config or PromptTuningConfig()
-        ids = backbone.tokenize(config.init_text)
-        if not ids:
-            raise ConfigError(f"init_text {config.init_text!r} gives no tokens")
-        ids = (ids * math.ceil(config.virtual_tokens / len(ids)))[: config.virtual_tokens]
-        with torch.no_grad():
-            init = backbone.embed(torch.tensor(ids, device=backbone.device))
+        init = text_vectors(backbone, config.init_text, config.virtual_tokens)
         return cls(config, backbone.identity, backbone, init).to(backbone.device)
 
     def forward(self, batch: ContextBatch) -> SoftPrefixBatch:

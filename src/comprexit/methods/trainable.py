@@ -149,10 +149,15 @@ class ContextEncoder(nn.Module):
         return save_folder(directory, self, meta)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, backbone: Backbone) -> "ContextEncoder":
-        """Load a folder written by `save_pretrained`, refusing another method's or another backbone's."""
+    def from_pretrained(cls, directory: str | Path, backbone: Backbone, added: dict | None = None) -> "ContextEncoder":
+        """Load a folder written by `save_pretrained`, refusing another method's or another backbone's.
+
+        added: config fields to turn on over the trained weights (`ConfigFields.with_additions`:
+            only a config's `additive_fields`, none here; ComprExIT overrides this).
+        """
         meta, _ = read_folder_config(directory, cls.method, backbone)
-        encoder = cls.for_backbone(backbone, cls.config_class.from_dict(meta["config"]))
+        config = cls.config_class.from_dict(meta["config"])
+        encoder = cls.for_backbone(backbone, config.with_additions(added) if added else config)
         load_state_into(encoder, directory)
         return encoder
 

@@ -34,7 +34,9 @@ class TrainConfig:
     method: str = _field("comprexit", "the trainable method (comprexit, icae, 500x, beacon, prompt-tuning)")
     ablation: str | None = _field(None, "a named ablation of the method (comprexit: wo-allocation, embedding-only, "
                                         "middle-layer, last-layer)")
-    init: str | None = _field(None, "weights folder of the same method to start from (e.g. the NTP result)")
+    init: str | None = _field(None, "weights folder of the same method to start from (e.g. the NTP result); its config "
+                                    "is kept, except that method config fields adding parameters of their own "
+                                    "(comprexit: reader_tokens, chunk_positions) may turn on, those parameters fresh")
     compressor: dict[str, Any] = _field(dict, "the method's config fields")
     gradient_checkpointing: bool = _field(False, "recompute the trainable LLM encoder pass in backward (icae)")
     lr: float = _field(1e-4, "peak learning rate (AdamW)")
@@ -146,8 +148,10 @@ class TrainConfig:
         problems.extend(self._long_problems())
         if self.extra_ntp and self.phase != "ntp":
             problems.append("extra_ntp applies to the ntp phase only")
-        if self.init and (self.compressor or self.ablation):
-            problems.append("give either init (trained weights, whose config is fixed) or method config fields / an ablation")
+        if self.init and self.ablation:
+            problems.append("give either init (trained weights, whose config is fixed) or an ablation")
+        if self.init and self.compressor:
+            problems.extend(_init_problems(self.method, self.compressor))
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
@@ -182,6 +186,22 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config field(s) {unknown}")
         return cls(**values)
+
+
+def _init_problems(method: str, fields: dict[str, Any]) -> list[str]:
+    """Method config fields given with init that cannot join trained weights: all but the config's additive ones."""
+    from ..methods.trainable import encoder_class  # only here: the method registry imports the models
+
+    try:
+        additive = encoder_class(method).config_class.additive_fields
+    except ConfigError as error:
+        return [str(error)]
+    refused = sorted(set(fields) - set(additive))
+    if not refused:
+        return []
+    allowed = f"only {', '.join(additive)}, which add parameters of their own" if additive else "none"
+    return [f"init (trained weights, whose config is fixed) takes method config fields {allowed}; "
+            f"got {refused}"]
 
 
 # Named recipes. `paper` is the paper's published training recipe. `extended` is the recipe
