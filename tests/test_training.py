@@ -230,33 +230,31 @@ def test_resume_from_a_sharded_checkpoint_with_another_micro_batch_equals_the_un
     assert_same_weights(final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "b" / "run"))
 
 
-def test_a_planned_run_sets_its_steps_from_its_speed_and_ends_decayed(tmp_path, corpus):
-    backbone = tiny_backbone("llama")
-    cfg = config(tmp_path, corpus, max_steps=1000, plan_minutes=0.15, warmup_ratio=0.0, eval_every=1000,
-                 save_every=1000, log_every=1)
-    summary = Trainer(cfg, backbone=backbone).train()
+def planned_run(tmp_path, corpus, **changes) -> tuple[dict, list[dict], list[dict], TrainConfig]:
+    """A run with --plan-minutes on the tiny model: its summary, its plan rows, its train rows, its config."""
+    cfg = config(tmp_path, corpus, **changes)
+    summary = Trainer(cfg, backbone=tiny_backbone("llama")).train()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    plan = [r for r in rows if r["kind"] == "plan"]
+    return summary, [r for r in rows if r["kind"] == "plan"], [r for r in rows if r["kind"] == "train"], cfg
+
+
+def test_a_planned_run_sets_its_steps_from_its_speed_and_ends_decayed(tmp_path, corpus):
+    summary, plan, train, cfg = planned_run(tmp_path, corpus, max_steps=1000, plan_minutes=0.15, eval_every=1000,
+                                            save_every=1000)
     assert len(plan) == 1 and plan[0]["step"] == 25 and 25 < plan[0]["total_steps"] < 1000
     assert summary["status"] == "finished" and summary["step"] == plan[0]["total_steps"]
-    train = [r for r in rows if r["kind"] == "train"]
     assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule decays to zero at the planned end
     assert max(r["lr"] for r in train) == pytest.approx(cfg.lr, rel=0.05)
 
 
 def test_a_planned_run_revises_its_plan_at_validations_until_half_has_run(tmp_path, corpus):
     """The first plan comes from steps 5-25; each validation before half the planned steps revises it."""
-    backbone = tiny_backbone("llama")
-    cfg = config(tmp_path, corpus, max_steps=5000, plan_minutes=0.25, warmup_ratio=0.0, eval_every=40,
-                 save_every=5000, log_every=1)
-    summary = Trainer(cfg, backbone=backbone).train()
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    plans = [r for r in rows if r["kind"] == "plan"]
+    summary, plans, train, _ = planned_run(tmp_path, corpus, max_steps=5000, plan_minutes=0.25, eval_every=40,
+                                           save_every=5000)
     assert plans[0]["step"] == 25 and len(plans) > 1
     assert all(r["step"] % 40 == 0 for r in plans[1:])
     assert all(later["step"] < 0.5 * earlier["total_steps"] for earlier, later in zip(plans, plans[1:]))
     assert summary["status"] == "finished" and summary["step"] == plans[-1]["total_steps"]
-    train = [r for r in rows if r["kind"] == "train"]
     assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # still decays to zero at the revised end
 
 
