@@ -38,6 +38,8 @@ def options(run: dict, lever: bool) -> str:
 
 
 def main(sweep: Path, lever: bool = False) -> None:
+    if not sweep.is_dir():
+        sys.exit(f"no such folder: {sweep}")
     runs = [run for run in map(read_run, sorted(p for p in sweep.iterdir() if p.is_dir())) if run]
     if not runs:
         sys.exit(f"no finished runs under {sweep}")
