@@ -167,6 +167,24 @@ def test_resume_takes_new_session_settings_but_refuses_a_changed_recipe(tmp_path
         train_cli.build_config(parser.parse_args(common + ["--resume", "--lr", "1e-3"]))
 
 
+def test_a_preset_leaves_the_architecture_of_init_weights_alone(tmp_path):
+    """The scale preset's NTP turns on the embedding skip for a new compressor; continuing trained weights
+    (long-context NTP from the shipped NTP weights) keeps theirs, and only additive levers may be added."""
+    import argparse
+
+    from comprexit.cli import train as train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_parser(parser.add_subparsers())
+    common = ["train", "ntp", "--preset", "scale", "--data", "corpus.jsonl", "-o", str(tmp_path / "run")]
+    assert train_cli.build_config(parser.parse_args(common)).compressor == {"embedding_skip": True}
+    continued = train_cli.build_config(parser.parse_args(common + ["--init", "weights"]))
+    assert continued.compressor == {} and continued.init == "weights"
+    lever = train_cli.build_config(parser.parse_args(common + ["--init", "weights", "--compressor-config",
+                                                               '{"chunk_positions": 16}']))
+    assert lever.compressor == {"chunk_positions": 16}
+
+
 # ---------------------------------------------------------------- every bad input: one line, exit 2, before any work
 def _no_model(monkeypatch):
     for command in ("ask", "compress"):

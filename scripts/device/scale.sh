@@ -20,6 +20,9 @@
 # a training call = ~1 min of loading (the main process loads first, then the others) + its
 # --plan-minutes + a minute; evaluating four files on four GPUs, 31 s. Plan NTP_MINUTES + SFT_MINUTES
 # to leave ~8 minutes of the lease for staging, setup and evaluation.
+# Third lease (results/training/2026-11-27-h100x4-third): 9 pieces of 28 MiB, under a second a call once the
+# machine is up; `setup teacher` 5.6 min (4-minute plan), `ablation` 4 min (four single-GPU runs, 120 steps),
+# `long_sft` 7.4 min (7-minute plan: 1,661 steps), `report` 3.8 min (nine evaluations in four lanes).
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
 # (--plan-minutes) and pause with a checkpoint if they must (--max-minutes); a step that finds its
@@ -28,40 +31,10 @@
 #   STAGE=/tmp/drystage NPROC=2 DRY="--max-steps 2 --batch-size 2 --global-batch-size 4 ..." DRY_OLD="..." \
 #     COMPREXIT_COMMIT=dry bash scripts/device/scale.sh throughput ntp sft eval
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
-NPROC=${NPROC:-4}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NTP_MINUTES=${NTP_MINUTES:-5}
 SFT_MINUTES=${SFT_MINUTES:-7}
-read -r -a DRY <<< "${DRY:-}"          # a dry run's shrinking options for the new code
-read -r -a DRY_OLD <<< "${DRY_OLD:-}"  # and for the code of 66215f8 (no --global-batch-size there)
-
-WIKI=$DATA/ntp_wikipedia.jsonl.gz
-DEBIAN=$DATA/ntp_debian_docs.jsonl.gz
-QA_TRAIN="$DATA/squad_v11_train.jsonl.gz $DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
-QA_WEIGHTS="0.75 0.1 0.15"  # keep NQ-style questions at 15% of the steps (2% in proportion to size)
-EVAL_FILES="$DATA/squad_eval.jsonl.gz $DATA/nq_eval.jsonl.gz $DATA/drop_ood.jsonl.gz $DATA/relext_ood.jsonl.gz"
-SHIPPED=$PWD/src/comprexit/weights/gemma-3-270m-4x
-
-launch() {  # launch PROCESSES PORT ARGS...: `comprexit ARGS` data parallel over PROCESSES (torchrun)
-  local n=$1 port=$2; shift 2
-  if [ "$n" = 1 ]; then $CX "$@"; else
-    python3 -m torch.distributed.run --nproc_per_node "$n" --master_port "$port" -m comprexit "$@"; fi
-}
-
-logged() {  # logged LOG COMMAND...: the full log to a file, its last lines to the reply
-  local log=$1; shift
-  mkdir -p "$(dirname "$log")"
-  "$@" > "$log" 2>&1 || echo "FAILED ($?): $*"
-  { grep -v "it/s\]\|s/it\]" "$log" || true; } | tail -3
-}
-
-pack() {  # pack NAME PATH...: one archive per step ($OUT keeps at most 8 files of 16 MiB)
-  # PACK_WEIGHTS=0 leaves weights behind (the throughput runs' 8 MB folders made a 64 MB archive)
-  local name=$1; shift
-  local skip=(--exclude=checkpoints); [ "${PACK_WEIGHTS:-1}" = 0 ] && skip+=(--exclude='*.safetensors')
-  tar -czf "$OUT/$name.tgz" "${skip[@]}" -C "$RUNS" "$@" 2>/dev/null || true
-  ls -la "$OUT/$name.tgz"
-}
+read -r -a DRY_OLD <<< "${DRY_OLD:-}"  # the dry run's shrinking options for the code of 66215f8 (no --global-batch-size there)
 
 step_setup() {
   if [ ! -d /root/site/transformers ]; then
@@ -118,13 +91,6 @@ step_throughput() {
   PACK_WEIGHTS=0 pack throughput speed token_cache.json
 }
 
-phase() {  # phase DIR ARGS...: train into DIR (data parallel), resuming it if an earlier call paused it
-  local dir=$1; shift
-  [ -d "$dir/final" ] && { echo "$dir is finished"; return 0; }
-  local resume=(); [ -d "$dir/checkpoints" ] && resume=(--resume)
-  logged "$dir.log" launch "$NPROC" 29610 train "$@" --output-dir "$dir" "${resume[@]}" "${DRY[@]}"
-}
-
 step_ntp() {  # NTP over Wikipedia + the Debian docs + the QA train contexts, planned to NTP_MINUTES
   phase $RUNS/ntp ntp --preset scale --data $WIKI $DEBIAN --extra-ntp $QA_TRAIN --max-steps 100000 \
     --plan-minutes "$NTP_MINUTES" --max-minutes "$(( NTP_MINUTES + 1 ))" --log-every 10
@@ -164,7 +130,6 @@ step_eval() {  # the selected SFT weights on the four eval files (first 1000 que
 #             every SNAPSHOT steps: evaluating the snapshots (`curve`) gives eval F1 against examples seen
 #   final     the shipping decision on held-out train questions (long_sft/best against the shipped weights),
 #             and long_sft/best on the four eval files
-NTP_INIT=${NTP_INIT:-$PWD/results/training/2026-11-27-h100x4-scale/ntp/best}
 
 # Six single-GPU runs side by side made ~50 examples/s each on 2026-11-27 (one alone: 298), GPUs to
 # themselves included: torchrun gives its processes one OpenMP thread each, a plain process takes
@@ -257,21 +222,6 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
   pack long_sft long_sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft.log
 }
 
-on_gpus() {  # on_gpus COMMAND...: one lane per GPU, lane k runs commands k, k+NPROC, ... in turn (list the longest first)
-  local lane
-  for (( lane = 0; lane < NPROC; lane++ )); do
-    ( export CUDA_VISIBLE_DEVICES=$lane
-      for (( i = lane + 1; i <= $#; i += NPROC )); do eval "${!i}"; done ) &
-  done
-  wait
-}
-
-evaluation() {  # evaluation WEIGHTS LABEL OUTPUT ARGS...: one `comprexit eval` command line, logged (METHOD= another method)
-  local weights=$1 label=$2 output=$3; shift 3
-  echo "logged $output.log $CX eval --method ${METHOD:-comprexit} --weights $weights --batch-size 64 --no-progress \
-    --label '$label' --output $output.json $*"
-}
-
 JOBS=()
 final_jobs() {  # the selected long_sft weights on held-out TRAIN questions (the shipping decision) and the eval files;
   # prompt tuning (the teacher, at the same data and budget) beside them if it was trained in this lease
@@ -309,8 +259,4 @@ step_report() {  # final and curve in one queue, so that no GPU waits for anothe
   final_tables; curve_table; pack final final; pack curve curve
 }
 
-for step in "$@"; do
-  echo "=== $step $(date -u +%H:%M:%S)"
-  "step_$step"
-done
-echo "=== done $(date -u +%H:%M:%S)"
+run_steps "$@"

@@ -88,6 +88,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         return _resumed_config(args, TrainConfig.from_dict(values))
     method = args.method or TrainConfig.method
     values = {**preset(args.preset, args.phase, method), "phase": args.phase, **given(args)}
+    if values.get("init"):  # trained weights fix the architecture: a preset's compressor fields do not apply
+        values.pop("compressor", None)
     if args.compressor_config:
         try:
             values["compressor"] = {**values.get("compressor", {}), **json.loads(args.compressor_config)}

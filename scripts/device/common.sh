@@ -1,0 +1,65 @@
+# Sourced by the device scripts (scale.sh, long_docs.sh): the stage, the data and weights every step
+# names, and the ways a step runs `comprexit` on the accelerator machine and packs what it made.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+NPROC=${NPROC:-4}
+read -r -a DRY <<< "${DRY:-}"  # a CPU dry run's shrinking options, appended to every training command
+
+WIKI=$DATA/ntp_wikipedia.jsonl.gz
+DEBIAN=$DATA/ntp_debian_docs.jsonl.gz
+QA_TRAIN="$DATA/squad_v11_train.jsonl.gz $DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
+QA_WEIGHTS="0.75 0.1 0.15"  # keep NQ-style questions at 15% of the steps (2% in proportion to size)
+EVAL_FILES="$DATA/squad_eval.jsonl.gz $DATA/nq_eval.jsonl.gz $DATA/drop_ood.jsonl.gz $DATA/relext_ood.jsonl.gz"
+SHIPPED=$PWD/src/comprexit/weights/gemma-3-270m-4x
+# the NTP weights of the first 4-GPU lease (committed, bf16): later runs start here, so no NTP is repeated
+NTP_INIT=${NTP_INIT:-$PWD/results/training/2026-11-27-h100x4-scale/ntp/best}
+
+launch() {  # launch PROCESSES PORT ARGS...: `comprexit ARGS` data parallel over PROCESSES (torchrun)
+  local n=$1 port=$2; shift 2
+  if [ "$n" = 1 ]; then $CX "$@"; else
+    python3 -m torch.distributed.run --nproc_per_node "$n" --master_port "$port" -m comprexit "$@"; fi
+}
+
+logged() {  # logged LOG COMMAND...: the full log to a file, its last lines to the reply
+  local log=$1; shift
+  mkdir -p "$(dirname "$log")"
+  "$@" > "$log" 2>&1 || echo "FAILED ($?): $*"
+  { grep -v "it/s\]\|s/it\]" "$log" || true; } | tail -3
+}
+
+pack() {  # pack NAME PATH...: one archive per step ($OUT keeps at most 8 files of 16 MiB)
+  # PACK_WEIGHTS=0 leaves weights behind (the throughput runs' 8 MB folders made a 64 MB archive)
+  local name=$1; shift
+  local skip=(--exclude=checkpoints); [ "${PACK_WEIGHTS:-1}" = 0 ] && skip+=(--exclude='*.safetensors')
+  tar -czf "$OUT/$name.tgz" "${skip[@]}" -C "$RUNS" "$@" 2>/dev/null || true
+  ls -la "$OUT/$name.tgz"
+}
+
+phase() {  # phase DIR ARGS...: train into DIR (data parallel), resuming it if an earlier call paused it
+  local dir=$1; shift
+  [ -d "$dir/final" ] && { echo "$dir is finished"; return 0; }
+  local resume=(); [ -d "$dir/checkpoints" ] && resume=(--resume)
+  logged "$dir.log" launch "$NPROC" 29610 train "$@" --output-dir "$dir" "${resume[@]}" "${DRY[@]}"
+}
+
+on_gpus() {  # on_gpus COMMAND...: one lane per GPU, lane k runs commands k, k+NPROC, ... in turn (list the longest first)
+  local lane
+  for (( lane = 0; lane < NPROC; lane++ )); do
+    ( export CUDA_VISIBLE_DEVICES=$lane
+      for (( i = lane + 1; i <= $#; i += NPROC )); do eval "${!i}"; done ) &
+  done
+  wait
+}
+
+evaluation() {  # evaluation WEIGHTS LABEL OUTPUT ARGS...: one `comprexit eval` command line, logged (METHOD= another method)
+  local weights=$1 label=$2 output=$3; shift 3
+  echo "logged $output.log $CX eval --method ${METHOD:-comprexit} --weights $weights --batch-size 64 --no-progress \
+    --label '$label' --output $output.json $*"
+}
+
+run_steps() {  # run_steps STEP...: each step_<name> in turn, timed
+  for step in "$@"; do
+    echo "=== $step $(date -u +%H:%M:%S)"
+    "step_$step"
+  done
+  echo "=== done $(date -u +%H:%M:%S)"
+}
