@@ -14,7 +14,7 @@ from .backbone import BackboneIdentity
 from .config import ComprExITConfig
 from .errors import ConfigError
 from .modules import DepthTransmission, Projector, SlotScale, WidthTransmission, make_allocation
-from .prompting import INIT_TEXT, text_vectors
+from .prompt_vectors import INIT_TEXT, text_vectors
 from .saving import CONFIG_FILE, WEIGHTS_FILE, load_state_into, read_folder_config, save_folder
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class ComprExIT(nn.Module):
     per document before the slots. They are no part of any chunk's `Slots`: whoever hands the
     decoder a document's prefix puts them first (`ComprExITEncoder`, `Reader.compress_ids`).
     reader_init: their starting values ((P, hidden); `for_backbone` gives the embeddings of
-        `prompting.INIT_TEXT`); None: zeros, for a compressor whose weights are loaded next.
+        `prompt_vectors.INIT_TEXT`); None: zeros, for a compressor whose weights are loaded next.
     """
 
     def __init__(

@@ -1,26 +1,10 @@
-"""The QA prompt the decoder reads after the context (what cuts its answer: decoding/answers.py), and
-the text that trained prompt vectors start from.
-
-Trained vectors in the input-embedding space (prompt tuning's virtual tokens, ComprExIT's reader
-tokens) start as the input embeddings (Gemma's sqrt(H) scale included) of the tokens of
-`INIT_TEXT`, repeated to fill them: real vocabulary embeddings are a common choice (Lester et
-al., 2021) and put the vectors on the scale the decoder expects.
-"""
+"""The QA prompt the decoder reads after the context (what cuts its answer: decoding/answers.py)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import torch
 
 from .errors import ConfigError, InputError
-
-if TYPE_CHECKING:
-    from .backbone import Backbone
-
-INIT_TEXT = "Read the document below carefully, then answer the question about it with a short span taken from it."
 
 # The newline that opens the prompt separates it from the context (or the slots). With it, the
 # zero-shot bounds on the bundled Gemma-3-270M reproduce the reference figures within 1 F1;
@@ -52,14 +36,3 @@ class PromptTemplate:
             raise InputError("the question is empty")
         return self.text.format(question=question.strip())
 
-
-
-@torch.no_grad()
-def text_vectors(backbone: "Backbone", text: str, count: int) -> torch.Tensor:
-    """(count, hidden) float32 input embeddings of `text`'s tokens, repeated to fill `count`: the start of trained
-    prompt vectors."""
-    ids = backbone.tokenize(text)
-    if not ids:
-        raise ConfigError(f"init_text {text!r} gives no tokens")
-    ids = (ids * math.ceil(count / len(ids)))[:count]
-    return backbone.embed(torch.tensor(ids, device=backbone.device)).float()

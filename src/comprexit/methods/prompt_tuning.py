@@ -5,7 +5,7 @@ Nothing is compressed: this is the paper's upper reference for what a soft prefi
 the frozen model reading the whole document.
 
 Initialisation: the virtual tokens start as the input embeddings of the tokens of `init_text`,
-repeated to fill them (`prompting.text_vectors`, which ComprExIT's reader tokens start from too).
+repeated to fill them (`prompt_vectors.text_vectors`, which ComprExIT's reader tokens start from too).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..assembly import Tokens, assemble
 from ..backbone import Backbone, BackboneIdentity
 from ..config import ConfigFields, is_int_at_least
 from ..prefix import SoftPrefixBatch
-from ..prompting import INIT_TEXT, text_vectors
+from ..prompt_vectors import INIT_TEXT, text_vectors
 from .base import register_method
 from .trainable import ContextBatch, ContextEncoder, TrainableMethod, register_encoder
 
