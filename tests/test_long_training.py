@@ -58,6 +58,8 @@ def epoch_contexts(trainer, epoch=0):
     (dict(long_context_tokens=[192], long_share=0.0), "long_share must be in (0, 1], got 0.0"),
     (dict(distractor_tokens=[192]), "distractor_tokens applies to the sft phase only"),
     (dict(phase="sft", long_context_tokens=[192]), "long_context_tokens applies to the ntp phase only"),
+    (dict(long_batch_size=8), "long_batch_size must be an integer from 1 to batch_size (4), got 8"),
+    (dict(long_batch_size=0), "long_batch_size must be an integer from 1 to batch_size (4), got 0"),
 ])
 def test_bad_long_context_settings_are_refused_naming_the_value(tmp_path, corpus, changes, message):
     with pytest.raises(ConfigError) as error:
@@ -258,3 +260,25 @@ def test_evaluation_compresses_a_long_context_chunk_by_chunk_as_the_reader_does(
     torch.testing.assert_close(rows[0].embeds, read, rtol=1e-4, atol=1e-5)
     alone = method.prepare([short]).rows[0]
     torch.testing.assert_close(rows[1].embeds, alone.embeds, rtol=1e-4, atol=1e-5)
+
+
+def test_long_batches_in_smaller_passes_take_the_same_steps(tmp_path, long_corpus):
+    """long_batch_size cuts only the batches of long examples into smaller passes: the losses and the
+    trained weights are those of passes of batch_size (up to float summation order)."""
+    backbone = tiny_backbone("llama")
+    changes = dict(long_context_tokens=[192], long_share=0.5, lr=1e-2, max_steps=6)
+    runs = {}
+    for name, smaller in (("whole", None), ("split", 1)):
+        trainer = Trainer(config(tmp_path / name, long_corpus, long_batch_size=smaller, **changes), backbone=backbone)
+        batches = [[trainer.split.train[i] for i in batch] for batch in trainer._epoch_batches(0)[:6]]
+        passes = [len(trainer._micro_batches(batch)) for batch in batches]
+        trainer.train()
+        rows = [json.loads(line) for line in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = ([r["loss"] for r in rows if r["kind"] == "train"], trainer.unwrapped.state_dict(), passes, batches)
+    (whole, whole_state, whole_passes, batches), (split, split_state, split_passes, _) = runs["whole"], runs["split"]
+    long = [any(len(e.context) > CHUNK for e in batch) for batch in batches]
+    assert any(long) and not all(long)  # both kinds among the steps compared
+    assert whole_passes == [1] * 6 and split_passes == [4 if is_long else 1 for is_long in long]
+    assert split == pytest.approx(whole, rel=1e-4)
+    for key, value in whole_state.items():  # Adam turns a near-zero gradient's rounding into up to lr per step
+        torch.testing.assert_close(split_state[key], value, rtol=1e-3, atol=5e-4)

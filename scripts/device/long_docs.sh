@@ -17,8 +17,8 @@
 #
 #   COMPREXIT_COMMIT=<sha> bash scripts/device/long_docs.sh bench
 #
-# Every step packs its results into $OUT/<step>.tgz. Long examples hold up to 16 chunks each: LONG_BATCH is the
-# micro-batch (per process), the global batch stays the preset's 256.
+# Every step packs its results into $OUT/<step>.tgz. Long examples hold up to 16 chunks each: LONG_BATCH is their
+# passes' size (--long-batch-size); short examples keep the preset's 64 a pass, the global batch its 256.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BENCH=$PWD/results/long_documents/benchmark
@@ -60,14 +60,14 @@ step_bench() {  # the shipped compressor and the two bounds on the benchmark
 step_long_ntp() {
   local lever=(); [ -n "${LEVER:-}" ] && lever=(--compressor-config "$LEVER")
   phase $RUNS/long_ntp ntp --preset scale --init "$NTP_INIT" --data $WIKI --long-context-tokens 2048 4096 8192 \
-    --long-share "$LONG_SHARE" --batch-size "$LONG_BATCH" --max-steps 100000 --plan-minutes "$LONG_NTP_MINUTES" \
+    --long-share "$LONG_SHARE" --long-batch-size "$LONG_BATCH" --max-steps 100000 --plan-minutes "$LONG_NTP_MINUTES" \
     --max-minutes "$(( LONG_NTP_MINUTES + 1 ))" --log-every 10 "${lever[@]}"
   pack long_ntp long_ntp/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_ntp.log
 }
 
 step_long_sft() {
   phase $RUNS/long_sft_docs sft --preset scale --init $RUNS/long_ntp/best --data $QA_TRAIN --data-weights $QA_WEIGHTS \
-    --distractor-tokens 2048 4096 8192 --long-share "$LONG_SHARE" --batch-size "$LONG_BATCH" --max-steps 100000 \
+    --distractor-tokens 2048 4096 8192 --long-share "$LONG_SHARE" --long-batch-size "$LONG_BATCH" --max-steps 100000 \
     --plan-minutes "$LONG_SFT_MINUTES" --max-minutes "$(( LONG_SFT_MINUTES + 1 ))" --eval-every 250 --log-every 10
   pack long_sft long_sft_docs/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft_docs.log
 }

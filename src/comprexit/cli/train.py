@@ -21,7 +21,7 @@ SPECIAL = {"phase", "compressor"}
 # Settings of the session rather than of the recipe: a resumed run takes them anew from the
 # command line (a device call that resumes has its own time limit; a run folder may have been
 # moved to another machine), and keeps everything else.
-SESSION_SETTINGS = ("output_dir", "max_minutes", "save_every", "log_every", "eval_every")
+SESSION_SETTINGS = ("output_dir", "max_minutes", "save_every", "log_every", "eval_every", "long_batch_size")
 # Options whose values are fixed lists.
 CHOICES = {"mixed_precision": PRECISIONS}
 SHORT = {"output_dir": ["-o"]}

@@ -67,6 +67,9 @@ class TrainConfig:
     long_share: float = _field(
         0.5, "share of each epoch's examples that are long (with long_context_tokens or distractor_tokens): long "
              "examples are added to the usual ones, drawn from the lengths in proportion to their examples; 1 = only long")
+    long_batch_size: int | None = _field(
+        None, "examples per forward pass in a batch of long examples, whose contexts hold several chunks each "
+              "(at most batch_size; default batch_size): the step's examples and its gradient stay the same")
     validation_permille: int = _field(30, "share of documents/contexts held out for validation, per mille")
     val_examples: int = _field(256, "held-out examples in the validation loss")
     max_train_examples: int | None = _field(None, "keep only the first N training examples (quick runs, overfit checks)")
@@ -120,6 +123,10 @@ class TrainConfig:
             problems.append(f"plan_minutes must be > 0, got {self.plan_minutes!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             problems.append(f"max_minutes must be > 0, got {self.max_minutes!r}")
+        if self.long_batch_size is not None and (not isinstance(self.long_batch_size, int) or isinstance(
+                self.long_batch_size, bool) or not 1 <= self.long_batch_size <= self.batch_size):
+            problems.append(f"long_batch_size must be an integer from 1 to batch_size ({self.batch_size}), "
+                            f"got {self.long_batch_size!r}")
         if self.global_batch_size is not None:
             if not isinstance(self.global_batch_size, int) or self.global_batch_size < 1:
                 problems.append(f"global_batch_size must be an integer >= 1, got {self.global_batch_size!r}")

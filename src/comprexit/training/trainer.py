@@ -287,10 +287,18 @@ class Trainer:
         return batches
 
     def _micro_batches(self, examples: list[Example]) -> list[list[Example]]:
-        """This process's micro-batches of a global batch: chunk c, process k take slice c * world + k."""
+        """This process's micro-batches of a global batch: chunk c, process k take slice c * world + k.
+
+        A batch of long examples (one length per batch, so every process sees the same kind) is cut
+        further into passes of `long_batch_size`: more passes, the same examples and gradient.
+        """
         size = self.config.batch_size
-        return [examples[(c * self.world + self.rank) * size : (c * self.world + self.rank + 1) * size]
-                for c in range(self.accumulation)]
+        slices = [examples[(c * self.world + self.rank) * size : (c * self.world + self.rank + 1) * size]
+                  for c in range(self.accumulation)]
+        smaller = self.config.long_batch_size
+        if smaller is None or smaller >= size or not any(len(e.context) > self.config.context_tokens for e in examples):
+            return slices
+        return [part[i : i + smaller] for part in slices for i in range(0, len(part), smaller)]
 
     def _loss_keys(self) -> list[str]:
         """The losses a batch reports: CE always, KL and autoencoding when weighted."""
