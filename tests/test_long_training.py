@@ -130,7 +130,16 @@ def test_sft_questions_are_hidden_among_distractors_of_the_training_side_only(tm
         assert len(example.context) <= 192 and not any(h in text for h in held)  # no validation paragraph leaks in
         assert sum(c in text for c in train_contexts) >= 2  # the gold among distractors
     assert max(len(e.context) for e in long) > CHUNK
+    # validation at the same length: the held-out questions among held-out paragraphs only
+    validation = trainer.val_long[192].examples
+    assert {qa.qid for qa in validation} == {qa.qid for qa in trainer.val_questions.examples}
+    for qa in validation:
+        assert not any(c in qa.context for c in train_contexts) and sum(h in qa.context for h in held) >= 2
     assert trainer.train()["status"] == "finished"
+    rows = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    [row] = [r for r in rows if r["kind"] == "validation"]
+    assert row["f1_selection"] == pytest.approx((row["f1"] + row["f1@192"]) / 2)
+    assert json.loads((tmp_path / "sft" / "best" / "selection.json").read_text())["f1_selection"] == row["f1_selection"]
 
 
 # ------------------------------------------------------------------ the forward pass

@@ -371,6 +371,17 @@ def distractor_sources(backbone, files: Sequence[str], lengths: Sequence[int], *
     return sources
 
 
+def long_validation_questions(backbone, questions: Sequence[QAExample], lengths: Sequence[int], *,
+                              seed: int) -> dict[int, list[QAExample]]:
+    """The held-out questions again at each length, their gold paragraph among the other held-out paragraphs.
+
+    Validation for a run that trains on distractors: F1 where it is meant to help, from held-out
+    paragraphs only (the training documents never hold one), drawn as training draws them.
+    """
+    count = token_counter(backbone.tokenizer)
+    return {length: with_distractors(list(questions), count, length, seed=seed, measure=False) for length in lengths}
+
+
 # ---------------------------------------------------------------------------- batching
 def bucketed_batches(indices: Sequence[int], lengths: np.ndarray, batch_size: int, seed: int, pool: int = 64) -> list[list[int]]:
     """Shuffled full batches of similar-length examples (entries of `indices`, which may repeat).

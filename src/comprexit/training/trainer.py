@@ -45,6 +45,7 @@ from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
 from . import checkpoints
 from .config import TrainConfig
 from .data import (Example, ExampleSet, Split, bucketed_batches, distractor_sources, load_ntp, load_sft,
+                   long_validation_questions,
                    long_ntp_sources)
 from .objectives import (AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses,
                          teacher_losses)
@@ -103,6 +104,11 @@ class Trainer:
         self.data_seconds = time.perf_counter() - started
         self.val_questions = (QADataset("validation", self.split.held_out_questions, source="held-out train questions")
                               if config.phase == "sft" else None)
+        # with distractor_tokens, the same questions among distractors at each length (see _validation_f1)
+        self.val_long = {length: QADataset(f"validation@{length}", found, source=f"held-out train questions at {length}")
+                         for length, found in long_validation_questions(
+                             self.backbone, self.split.held_out_questions, config.distractor_tokens or [],
+                             seed=config.seed).items()} if self.val_questions is not None else {}
         self._build_model()
         self.position = Position()
         self.resume_from = checkpoints.latest_checkpoint(self.run_dir) if resume else None
@@ -381,16 +387,28 @@ class Trainer:
         return row
 
     def _validation_f1(self) -> dict[str, float]:
-        """EM / F1 on the held-out questions, each process answering its share."""
-        share = QADataset("validation", self._shard(self.val_questions.examples), source="held-out train questions")
-        totals = torch.zeros(3, device=self.accelerator.device)
-        if len(share):
-            method = create_method(self.config.method, self.backbone, encoder=self.unwrapped)
-            result = evaluate(method, {"validation": share}, EvalSettings(batch_size=64, context_budget=self.config.context_tokens),
-                              show_progress=False)["datasets"]["validation"]
-            totals += torch.tensor([result["em"] * len(share), result["f1"] * len(share), len(share)], device=totals.device)
-        totals = self.accelerator.reduce(totals, reduction="sum") if self.world > 1 else totals
-        return {"em": float(totals[0] / totals[2]), "f1": float(totals[1] / totals[2])}
+        """EM / F1 on the held-out questions, each process answering its share; with distractor_tokens also F1
+        at each length (`f1@LENGTH`, compressed chunk by chunk as `comprexit eval` does), and the score that
+        selects the best checkpoint, `f1_selection`, the mean over the plain questions and every length."""
+        method = create_method(self.config.method, self.backbone, encoder=self.unwrapped)
+        sets = [("", self.val_questions, self.config.context_tokens)]
+        sets += [(f"@{length}", found, length) for length, found in self.val_long.items()]
+        row = {}
+        for suffix, questions, budget in sets:
+            share = QADataset("validation", self._shard(questions.examples), source=questions.source)
+            totals = torch.zeros(3, device=self.accelerator.device)
+            if len(share):
+                result = evaluate(method, {"validation": share}, EvalSettings(batch_size=64, context_budget=budget),
+                                  show_progress=False)["datasets"]["validation"]
+                totals += torch.tensor([result["em"] * len(share), result["f1"] * len(share), len(share)],
+                                       device=totals.device)
+            totals = self.accelerator.reduce(totals, reduction="sum") if self.world > 1 else totals
+            row.update({f"em{suffix}": float(totals[0] / totals[2].clamp_min(1)),
+                        f"f1{suffix}": float(totals[1] / totals[2].clamp_min(1))})
+        if self.val_long:
+            scores = [row["f1"]] + [row[f"f1@{length}"] for length in self.val_long]
+            row["f1_selection"] = sum(scores) / len(scores)
+        return row
 
     def _bounds(self) -> dict:
         path = self.run_dir / "bounds.json"
@@ -547,7 +565,7 @@ class Trainer:
     def _validate_and_select(self, step: int) -> None:
         row = self.validate()
         self.log({"kind": "validation", "step": step, **row})
-        score = -row["f1"] if "f1" in row else row["ce"]
+        score = -row.get("f1_selection", row["f1"]) if "f1" in row else row["ce"]
         if score < self.best_val:
             self.best_val = score
             if self.is_main:
