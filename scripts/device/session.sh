@@ -27,6 +27,20 @@ source "$(dirname "$0")/env.sh"
 EVAL_FILES="$DATA/squad_eval.jsonl.gz $DATA/nq_eval.jsonl.gz $DATA/drop_ood.jsonl.gz $DATA/relext_ood.jsonl.gz"
 SFT_FILES="$DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
 NTP_FILE=$DATA/ntp_debian_docs.jsonl.gz
+# The chains' budget (step `baselines`). BUDGET=scale: the shipped compressor's (issue "Quality at scale";
+# issue "The comparison at the new budget"): the scale preset (global batch 256), NTP over Wikipedia + the
+# Debian docs with the QA train contexts as extra text for 668 steps, SFT over the three QA train files
+# (NQ-style at 15%) for 1,661 steps from the NTP run's best weights. Otherwise the previous budget (issue 6).
+QA_TRAIN="$DATA/squad_v11_train.jsonl.gz $DATA/squad_train.jsonl.gz $DATA/nq_train.jsonl.gz"
+if [ "${BUDGET:-previous}" = scale ]; then
+  CHAIN_NTP=(--preset scale --data $DATA/ntp_wikipedia.jsonl.gz $NTP_FILE --extra-ntp $QA_TRAIN --max-steps "${NTP_STEPS:-668}")
+  CHAIN_SFT=(--preset scale --data $QA_TRAIN --data-weights 0.75 0.1 0.15 --max-steps "${SFT_STEPS:-1661}")
+  NTP_PICK=best PHASE_BATCH=${PHASE_BATCH:-64}
+else
+  CHAIN_NTP=(--data $NTP_FILE --extra-ntp $SFT_FILES --max-steps "${NTP_STEPS:-890}")
+  CHAIN_SFT=(--data $SFT_FILES --epochs "${SFT_EPOCHS:-2}")
+  NTP_PICK=final
+fi
 # A dry run on a CPU (STAGE=<folder with data/>) shrinks every run: EXTRA_TRAIN_ARGS is appended
 # to each training command (e.g. "--batch-size 2 --max-steps 2 --val-examples 4 --val-questions 4"),
 # EVAL_LIMIT replaces the 1000 questions per eval file.
@@ -196,20 +210,20 @@ eval_fits() { python3 -c "import sys, time; sys.exit(($DEADLINE - time.time()) <
 chain() {  # chain NAME METHOD [train options]: NTP, SFT, evaluation
   # The architecture (--method-config, --ablation) is chosen in NTP; SFT inherits it with --init.
   local name=$1 method=$2; shift 2
-  phase $RUNS/$name/ntp ntp --method $method --data $NTP_FILE --extra-ntp $SFT_FILES --max-steps "${NTP_STEPS:-890}" "$@"
+  phase $RUNS/$name/ntp ntp --method $method "${CHAIN_NTP[@]}" "$@"
   [ -d $RUNS/$name/ntp/final ] || return 0
   local shared=()
   while [ $# -gt 0 ]; do
     case $1 in --method-config|--ablation) shift 2 ;; *) shared+=("$1"); shift ;; esac
   done
-  phase $RUNS/$name/sft sft --method $method --init $RUNS/$name/ntp/final --data $SFT_FILES --epochs "${SFT_EPOCHS:-2}" "${shared[@]}"
+  phase $RUNS/$name/sft sft --method $method --init $RUNS/$name/ntp/$NTP_PICK "${CHAIN_SFT[@]}" "${shared[@]}"
   [ -d $RUNS/$name/sft/best ] && [ ! -f $RUNS/eval/$name.json ] && eval_fits && \
     evaluate $name $RUNS/$name/sft/best "${LABELS[$name]:-$name}" $method
   return 0
 }
 
 declare -A LABELS=(  # row names in the results tables
-  [prompt_tuning]="Prompt tuning (full context)" [icae]="ICAE" [500x]="500xCompressor"
+  [prompt_tuning]="Prompt tuning (full context)" [icae]="ICAE" [500x]="500xCompressor" [beacon]="Activation Beacon"
   [comprexit_seed1]="ComprExIT (extended recipe, seed 1)" [icae_seed1]="ICAE (seed 1)"
   [wo_allocation]="ComprExIT" [embedding_only]="ComprExIT" [middle_layer]="ComprExIT" [last_layer]="ComprExIT"
   [comprexit_8x]="ComprExIT (extended recipe)" [comprexit_16x]="ComprExIT (extended recipe)" [icae_8x]="ICAE" [icae_16x]="ICAE"
@@ -221,6 +235,7 @@ chain_prompt_tuning() { chain prompt_tuning prompt-tuning; }
 ICAE_ARGS=${ICAE_ARGS---gradient-checkpointing}
 chain_icae()          { chain icae icae $ICAE_ARGS; }
 chain_500x()          { chain 500x 500x; }
+chain_beacon()        { chain beacon beacon; }
 chain_comprexit_seed1() { chain comprexit_seed1 comprexit --seed 1; }
 chain_icae_seed1()    { chain icae_seed1 icae --seed 1 $ICAE_ARGS; }
 chain_wo_allocation() { chain wo_allocation comprexit --ablation wo-allocation; }
@@ -232,6 +247,10 @@ chain_icae_8x()       { chain icae_8x icae --method-config '{"ratio": 8}' $ICAE_
 chain_comprexit_16x() { chain comprexit_16x comprexit --method-config '{"ratio": 16}'; }
 chain_icae_16x()      { chain icae_16x icae --method-config '{"ratio": 16}' $ICAE_ARGS; }
 
+# At the new budget (BUDGET=scale, dry-run on the CPU 2026-11-28), e.g.
+#   BUDGET=scale CHAINS="icae comprexit_seed1 500x beacon" PHASE_BATCH=32 bash scripts/device/session.sh baselines
+# a chain is ~6x the previous budget's examples: ComprExIT's took ~39 GPU-minutes on H100s (4 min 15 s of NTP and
+# ~5.5 min of SFT on four), ICAE ~2-2.5x that by the previous budget's speeds: plan several leases, one call each.
 step_baselines() {  # CHAINS="icae 500x prompt_tuning comprexit_seed1" (four side by side on an H100, six ComprExIT chains on an H200)
   DEADLINE=$(( $(date +%s) + ${CALL_SECONDS:-540} ))
   for c in ${CHAINS:-prompt_tuning icae 500x comprexit_seed1}; do ( "chain_$c" ) & sleep 3; done
