@@ -208,9 +208,11 @@ class ComprExIT(nn.Module):
                 raise ConfigError("adding reader tokens to trained weights needs the backbone (its embeddings start them)")
             reader_init = _reader_init(backbone, config)
         model = cls(config, saved, meta.get("embedding_rms", 1.0), reader_init)
-        with torch.device("meta"):  # the trained config's tensor names, drawing no random numbers
-            names = set(cls(trained, saved).state_dict())
-        load_state_into(model, directory, fresh=set(model.state_dict()) - names)
+        fresh = set()
+        if added:  # the parameters the additions create: not in the folder, kept as they start
+            with torch.device("meta"):  # the trained config's tensor names, drawing no random numbers
+                fresh = set(model.state_dict()) - set(cls(trained, saved).state_dict())
+        load_state_into(model, directory, fresh=fresh)
         return model.to(device) if device is not None else model
 
 

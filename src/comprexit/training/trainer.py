@@ -45,8 +45,7 @@ from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
 from . import checkpoints
 from .config import TrainConfig
 from .data import (Example, ExampleSet, Split, bucketed_batches, distractor_sources, load_ntp, load_sft,
-                   long_validation_questions,
-                   long_ntp_sources)
+                   long_ntp_sources, long_validation_questions)
 from .objectives import (AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses,
                          teacher_losses)
 from .plots import plot_run
@@ -104,11 +103,7 @@ class Trainer:
         self.data_seconds = time.perf_counter() - started
         self.val_questions = (QADataset("validation", self.split.held_out_questions, source="held-out train questions")
                               if config.phase == "sft" else None)
-        # with distractor_tokens, the same questions among distractors at each length (see _validation_f1)
-        self.val_long = {length: QADataset(f"validation@{length}", found, source=f"held-out train questions at {length}")
-                         for length, found in long_validation_questions(
-                             self.backbone, self.split.held_out_questions, config.distractor_tokens or [],
-                             seed=config.seed).items()} if self.val_questions is not None else {}
+        self.val_long = self._long_validation_questions()
         self._build_model()
         self.position = Position()
         self.resume_from = checkpoints.latest_checkpoint(self.run_dir) if resume else None
@@ -188,6 +183,15 @@ class Trainer:
             raise ConfigError(f"no long examples of {c.long_lengths} tokens could be built from {c.data}: "
                               "its documents are shorter")
         return Split(ExampleSet(split.train.sources + long), split.validation, split.held_out_questions, len(long))
+
+    def _long_validation_questions(self) -> dict[int, QADataset]:
+        """With distractor_tokens, the held-out questions among distractors at each length (see _validation_f1)."""
+        if self.val_questions is None or not self.config.distractor_tokens:
+            return {}
+        found = long_validation_questions(self.backbone, self.split.held_out_questions, self.config.distractor_tokens,
+                                          seed=self.config.seed)
+        return {length: QADataset(f"validation@{length}", questions, source=f"held-out train questions at {length}")
+                for length, questions in found.items()}
 
     def _build_model(self) -> None:
         c = self.config
