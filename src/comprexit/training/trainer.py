@@ -395,6 +395,7 @@ class Trainer:
         at each length (`f1@LENGTH`, compressed chunk by chunk as `comprexit eval` does), and the score that
         selects the best checkpoint, `f1_selection`, the mean over the plain questions and every length."""
         method = create_method(self.config.method, self.backbone, encoder=self.unwrapped)
+        method.chunk_tokens = self.config.context_tokens  # long documents in the chunks the run trains on
         sets = [("", self.val_questions, self.config.context_tokens)]
         sets += [(f"@{length}", found, length) for length, found in self.val_long.items()]
         row = {}
