@@ -20,9 +20,8 @@
 # a training call = ~1 min of loading (the main process loads first, then the others) + its
 # --plan-minutes + a minute; evaluating four files on four GPUs, 31 s. Plan NTP_MINUTES + SFT_MINUTES
 # to leave ~8 minutes of the lease for staging, setup and evaluation.
-# Third lease (results/training/2026-11-27-h100x4-third): 9 pieces of 28 MiB, under a second a call once the
-# machine is up; `setup teacher` 5.6 min (4-minute plan), `ablation` 4 min (four single-GPU runs, 120 steps),
-# `long_sft` 7.4 min (7-minute plan: 1,661 steps), `report` 3.8 min (nine evaluations in four lanes).
+# Third lease (results/training/2026-11-27-h100x4-third): 9 pieces of 28 MiB; `long_sft` with a 7-minute plan
+# trained 1,661 steps in 363.5 s (long_sft/metrics.jsonl), the four `ablation` runs 109-140 s each (ablation/summary.md).
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
 # (--plan-minutes) and pause with a checkpoint if they must (--max-minutes); a step that finds its
