@@ -88,8 +88,8 @@ def test_eval_and_table_commands(capsys, tmp_path, qa_path):
                  "--output", str(out)])
     assert code == 0 and load_results(out)["datasets"]["toy_eval"]["count"] == 5
     assert load_results(out)["environment"]["commit"]
-    assert main(["table", str(out), "-o", str(tmp_path / "t.md")]) == 0
-    assert "toy_eval" in (tmp_path / "t.md").read_text()
+    assert main(["table", str(out), "--costs", "-o", str(tmp_path / "t.md")]) == 0
+    assert "toy_eval" in (tmp_path / "t.md").read_text() and "KiB cache / doc" in (tmp_path / "t.md").read_text()
     code = main(["eval", "--method", "nonsense", "--data", str(qa_path)])
     assert code == 2 and "known methods" in capsys.readouterr().err
 
@@ -104,3 +104,52 @@ def test_both_bounds_on_ten_real_questions(gemma, shared_data):
         scores[name] = results["datasets"]["squad_eval"]
         assert scores[name]["count"] == 10
     assert scores["zero-shot"]["f1"] > scores["no-context"]["f1"]
+
+
+def test_the_runner_measures_what_each_document_costs(tmp_path, qa_path):
+    """Per document prepared: positions the decoder reads, numbers kept, its cache, and the time to make them."""
+    backbone = tiny_backbone("llama")
+    data = {"toy": load_mrqa(qa_path)}
+    results = evaluate(create_method("zero-shot", backbone), data, EvalSettings(batch_size=4), show_progress=False)
+    cost = results["datasets"]["toy"]["cost"]
+    lengths = [len(backbone.tokenize(context)) for context in dict.fromkeys(e.context for e in data["toy"])]
+    config = backbone.model.config
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    assert cost["documents"] == 6 and cost["positions"] == round(sum(lengths) / 6, 1)
+    assert cost["stored_values"] == round(sum(lengths) * backbone.hidden_size / 6)  # the context's embeddings
+    assert cost["cache_values"] == round(sum(lengths) * per_position / 6) and cost["compress_ms"] > 0
+    assert results["cost"] == cost  # one dataset: its own
+    nothing = evaluate(create_method("no-context", backbone), data, EvalSettings(batch_size=4), show_progress=False)
+    assert nothing["cost"]["positions"] == 0 and nothing["cost"]["cache_values"] == 0
+    # in the results file's summary, and as columns of the table (a file from before costs were measured: "-")
+    json_path, md_path = write_results({**results, "label": "zero-shot"}, tmp_path / "z.json")
+    assert f"{cost['positions']:.0f} decoder positions" in md_path.read_text()
+    old = {**nothing, "label": "old"}
+    old.pop("cost")
+    table = comparison_table([load_results(json_path), old], costs=True)
+    assert "| ms / doc | positions / doc | KiB kept / doc | KiB cache / doc |" in table
+    kept = cost["stored_values"] * 2 / 1024
+    assert f"| {cost['positions']:.0f} | {kept:.1f} |" in table and table.rstrip().count("| - | - | - | - |") == 1
+    assert "ms / doc" not in comparison_table([old])
+
+
+def test_costs_of_files_merged_by_label_weigh_each_file_by_its_documents():
+    from comprexit.evaluation.report import merge_by_label
+
+    def part(name, documents, positions):
+        cost = {"documents": documents, "compress_ms": 1.0, "positions": positions, "stored_values": positions * 10,
+                "cache_values": positions * 100}
+        return {"label": "x", "method": {"method": "m"}, "settings": {}, "backbone": {},
+                "datasets": {name: {"count": 1, "em": 0.0, "f1": 0.0, "cost": cost}}}
+
+    (merged,) = merge_by_label([part("a", 1, 100), part("b", 3, 20)])
+    assert merged["cost"] == {"documents": 4, "compress_ms": 1.0, "positions": 40.0, "stored_values": 400,
+                              "cache_values": 4000}
+
+
+def test_a_key_value_prefix_keeps_every_layers_keys_and_values():
+    from comprexit.prefix import KVPrefix, SoftPrefix
+
+    keys = tuple(torch.zeros(2, 5, 8) for _ in range(3))
+    assert KVPrefix(keys, keys, next_position=6).stored_values() == 3 * 2 * (2 * 5 * 8)
+    assert SoftPrefix(torch.zeros(7, 16)).stored_values() == 7 * 16

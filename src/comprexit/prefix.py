@@ -41,6 +41,10 @@ class Prefix(ABC):
     def __len__(self) -> int:
         """Positions the decoder reads for it."""
 
+    @abstractmethod
+    def stored_values(self) -> int:
+        """Numbers it holds: what keeping this context's compressed form costs, whatever their precision."""
+
     @classmethod
     @abstractmethod
     def answers(cls, decoder: "Decoder", rows: Sequence["Prefix"], prompts: Sequence[Sequence[int]],
@@ -61,6 +65,9 @@ class SoftPrefix(Prefix):
 
     def __len__(self) -> int:
         return int(self.embeds.shape[0])
+
+    def stored_values(self) -> int:
+        return int(self.embeds.numel())
 
     @classmethod
     def answers(cls, decoder, rows, prompts, max_new_tokens) -> list[str]:
@@ -83,6 +90,9 @@ class KVPrefix(Prefix):
 
     def __len__(self) -> int:
         return int(self.keys[0].shape[-2])
+
+    def stored_values(self) -> int:
+        return sum(int(k.numel()) + int(v.numel()) for k, v in zip(self.keys, self.values, strict=True))
 
     @classmethod
     def answers(cls, decoder, rows, prompts, max_new_tokens) -> list[str]:

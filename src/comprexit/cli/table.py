@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--relabel", action="append", default=[], metavar="OLD=NEW",
                         help="show the rows labelled OLD (the file's `label`), or the one row of the results file OLD "
                         "(as given here), as NEW")
+    parser.add_argument("--costs", action="store_true",
+                        help="(flat layout) add what each method's compressed form costs per document: time to "
+                        "compress, decoder positions, KiB kept and KiB of decoder cache at bf16")
     parser.add_argument("--note", action="append", default=[], help="(paper layout) a line added under the tables")
     parser.set_defaults(run=run)
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         table = paper_layout(rows, args.title, args.note)
     else:
         table = comparison_table(
-            runs, in_domain=comma_names(args.in_domain), out_of_domain=comma_names(args.ood), title=args.title
+            runs, in_domain=comma_names(args.in_domain), out_of_domain=comma_names(args.ood), title=args.title,
+            costs=args.costs,
         )
     if args.output:
         Path(args.output).write_text(table)

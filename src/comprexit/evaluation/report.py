@@ -94,6 +94,7 @@ def merge_by_label(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     Runs sharing a label must share the method, its settings and the backbone, and cover
     different datasets; the merged average is recomputed over all of them.
     """
+    from .costs import combined
     from .metrics import average_over_datasets
 
     merged: dict[str, dict[str, Any]] = {}
@@ -111,6 +112,7 @@ def merge_by_label(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             raise InputError(f"results labelled {label!r} both hold {', '.join(shared)}: relabel one of them")
         into["datasets"].update(run["datasets"])
         into["average"] = average_over_datasets(into["datasets"])
+        into["cost"] = combined([d.get("cost") for d in into["datasets"].values()])
         into["wall_seconds"] = (into.get("wall_seconds") or 0) + (run.get("wall_seconds") or 0)
     return list(merged.values())
 
@@ -132,6 +134,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"- prompt after the context: {settings.get('template')!r}; answers cut by the "
         f"{settings.get('answer_rule', 'paper')!r} rule",
         f"- wall time {results.get('wall_seconds')} s; {results.get('questions_per_second')} questions/s",
+        *_cost_line(results.get("cost")),
         "",
         "| dataset | questions | EM | F1 | contexts cut | questions/s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -146,13 +149,42 @@ def results_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BYTES_PER_VALUE = 2  # bfloat16: the precision tables state the costs of `costs.py` at
+
+
+def kib(values: float) -> float:
+    """A number of values as KiB at `BYTES_PER_VALUE` bytes each."""
+    return values * BYTES_PER_VALUE / 1024
+
+
+def _cost_line(cost: dict[str, Any] | None) -> list[str]:
+    if not cost:
+        return []
+    return [f"- per document ({cost['documents']} prepared): compressed in {cost['compress_ms']:.1f} ms, "
+            f"{cost['positions']:.0f} decoder positions, {kib(cost['stored_values']):.1f} KiB kept and "
+            f"{kib(cost['cache_values']):.1f} KiB of decoder cache at bf16 (`evaluation/costs.py`)"]
+
+
+COST_HEADER = ["ms / doc", "positions / doc", "KiB kept / doc", "KiB cache / doc"]
+
+
+def _cost_cells(cost: dict[str, Any] | None) -> list[str]:
+    if not cost:
+        return ["-"] * len(COST_HEADER)
+    return [f"{cost['compress_ms']:.1f}", f"{cost['positions']:.0f}", f"{kib(cost['stored_values']):.1f}",
+            f"{kib(cost['cache_values']):.1f}"]
+
+
 def comparison_table(
     runs: Sequence[dict[str, Any]],
     in_domain: Sequence[str] = IN_DOMAIN,
     out_of_domain: Sequence[str] = OUT_OF_DOMAIN,
     title: str = "QA accuracy (EM / F1)",
+    costs: bool = False,
 ) -> str:
-    """Methods as rows, datasets as columns (EM / F1), with in-domain and out-of-domain averages."""
+    """Methods as rows, datasets as columns (EM / F1), with in-domain and out-of-domain averages;
+    with `costs`, what each method's compressed form of a document costs (`costs.py`; "-" for results
+    files written before it was measured)."""
     names: list[str] = []
     for run in runs:
         names.extend(n for n in run["datasets"] if n not in names)
@@ -161,7 +193,7 @@ def comparison_table(
     ]
     groups = [("in-domain avg", [n for n in in_domain if n in names]), ("OOD avg", [n for n in out_of_domain if n in names])]
     groups = [(label, members) for label, members in groups if members]
-    header = ["method", "params", *ordered, *(label for label, _ in groups)]
+    header = ["method", "params", *ordered, *(label for label, _ in groups), *(COST_HEADER if costs else [])]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|---" * 2 + "|---:" * (len(header) - 2) + "|"]
     for run in runs:
         cells = [run_label(run), _params(run)]
@@ -171,7 +203,13 @@ def comparison_table(
         for _, members in groups:
             em, f1 = (dataset_mean(run["datasets"], members, metric) for metric in ("em", "f1"))
             cells.append("-" if em is None else f"{em:.2f} / {f1:.2f}")
+        if costs:
+            cells += _cost_cells(run.get("cost"))
         lines.append("| " + " | ".join(cells) + " |")
+    if costs:
+        lines += ["", "Per document, over every document each run prepared: the time to compress it, the positions "
+                  "the decoder reads for it, the numbers kept and the decoder's cache once read, in KiB at bf16 "
+                  "(a full-context row keeps the context's own embeddings)."]
     lines += ["", "Sources:"]
     for run in runs:
         env = run.get("environment", {})

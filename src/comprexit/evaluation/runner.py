@@ -1,5 +1,7 @@
 """The evaluation loop shared by every method: truncate, prepare, decode greedily, score.
 
+Each dataset's summary also says what the prepared prefixes cost per document (`costs.py`).
+
 Questions are processed longest-context first so that a batch holds contexts of similar
 length (less padding); each distinct context in a batch is prepared once, however many
 questions ask about it. Progress is appended to a JSON-lines file after every batch, so an
@@ -22,6 +24,7 @@ from ..methods.base import Method
 from ..data.qa import QADataset, keep_tail
 from ..progress import Progress, bar, stderr_progress
 from ..prompting import DEFAULT_TEMPLATE, PromptTemplate
+from .costs import CostMeter, combined
 from .metrics import ScoreTotals, average_over_datasets, score
 
 
@@ -122,6 +125,7 @@ def evaluate(
         "average": average_over_datasets(results),
         "wall_seconds": round(time.perf_counter() - start_all, 2),
     }
+    out["cost"] = combined([r.get("cost") for r in results.values()])
     answered = sum(r["answered_now"] for r in results.values())
     decode_seconds = sum(r["seconds"] for r in results.values())
     out["questions_per_second"] = round(answered / decode_seconds, 2) if answered and decode_seconds else None
@@ -142,6 +146,7 @@ def _evaluate_one(method, name, dataset, settings, template, log, progress):
         prompts.append(backbone.tokenize(template.render(example.question)))
     order = sorted(range(len(dataset)), key=lambda i: (-len(contexts[i]), i))
     todo = [i for i in order if (name, i) not in log.done]
+    cost = CostMeter(backbone)
     with bar(progress, total=len(dataset), desc=name, unit="q") as shown:
         shown.update(len(dataset) - len(todo))  # answered before an interruption
         for start in range(0, len(todo), settings.batch_size):
@@ -149,7 +154,9 @@ def _evaluate_one(method, name, dataset, settings, template, log, progress):
             unique: dict[tuple[int, ...], int] = {}
             for i in batch:
                 unique.setdefault(tuple(contexts[i]), len(unique))
-            prefix = method.prepare([list(c) for c in unique])
+            with cost.timing():
+                prefix = method.prepare([list(c) for c in unique])
+            cost.add(prefix.rows)
             prefixes = [prefix.rows[unique[tuple(contexts[i])]] for i in batch]
             raw = decoder.answers(prefixes, [prompts[i] for i in batch], settings.max_new_tokens)
             log.record(name, [(i, answer(text)) for i, text in zip(batch, raw)])
@@ -170,6 +177,7 @@ def _evaluate_one(method, name, dataset, settings, template, log, progress):
         contexts_cut=sum(cut for _, cut in token_cache.values()),
         skipped_lines=dataset.skipped_lines,
         answered_now=len(todo),
+        cost=cost.summary(),
     )
     return summary, rows
 
