@@ -49,6 +49,16 @@ def test_rows_land_in_the_papers_tables():
     assert "15.00 / 30.00" in one  # in-domain average
 
 
+def test_costs_join_the_papers_tables_where_a_row_measured_them():
+    compressed = _results("ComprExIT", "comprexit", {"ratio": 4, "allocation": "transport"}, 2_000_000, 30.0)
+    compressed["cost"] = {"documents": 10, "compress_ms": 12.5, "positions": 128.0, "stored_values": 81_920,
+                          "cache_values": 1_179_648}
+    table = paper_layout([describe(_results("zero-shot", "zero-shot")), describe(compressed)], "t")
+    assert "| ms / doc | positions / doc | KiB kept / doc | KiB cache / doc |" in table
+    assert "| 12.5 | 128 | 160.0 | 2304.0 |" in table and "| - | - | - | - |" in table  # the zero-shot file has none
+    assert "ms / doc" not in paper_layout([describe(_results("zero-shot", "zero-shot"))], "t")
+
+
 def test_table_command_refuses_a_training_label_that_is_no_row(tmp_path, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(_results("ICAE", "icae", {"ratio": 4}, 10)))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..figures import pyplot, save_figure
-from .report import IN_DOMAIN, OUT_OF_DOMAIN, dataset_mean, run_label
+from .report import COST_HEADER, IN_DOMAIN, OUT_OF_DOMAIN, cost_cells, dataset_mean, run_label
 
 ABLATION_TITLES = {
     "wo-allocation": "w/o allocation (attention per window)",
@@ -73,7 +73,9 @@ def paper_layout(rows: Sequence[Row], title: str, notes: Sequence[str] = ()) -> 
         lines += _section(heading, members)
     lines += ["Columns: EM / F1 per dataset (first questions of each file, see Sources); averages are "
               "unweighted over the datasets. Trainable parameters as counted by the method. Training time: "
-              "seconds of optimisation per phase (NTP + SFT), without loading and validation."]
+              "seconds of optimisation per phase (NTP + SFT), without loading and validation. Where measured, "
+              "per document: the time to compress it, the positions the decoder reads for it, the numbers kept and "
+              "the decoder's cache once read, in KiB at bf16 (`evaluation/costs.py`)."]
     lines += [f"{note}" for note in notes]
     lines += ["", "Sources:"]
     for row in rows:
@@ -88,13 +90,16 @@ def paper_layout(rows: Sequence[Row], title: str, notes: Sequence[str] = ()) -> 
 
 def _section(heading: str, rows: Sequence[Row]) -> list[str]:
     datasets = [*IN_DOMAIN, *OUT_OF_DOMAIN]
-    header = ["method", "ratio", "trainable params", "training time", *datasets, "in-domain avg", "OOD avg"]
+    costs = any(row.results.get("cost") for row in rows)  # files written before costs were measured have none
+    header = ["method", "ratio", "trainable params", "training time", *datasets, "in-domain avg", "OOD avg",
+              *(COST_HEADER if costs else [])]
     lines = [f"## {heading}", "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for row in rows:
         scores = row.results["datasets"]
         cells = [_name(row), f"{row.ratio}x" if row.ratio else "-", _parameters(row), _training_time(row)]
         cells += [f"{scores[d]['em']:.2f} / {scores[d]['f1']:.2f}" if d in scores else "-" for d in datasets]
         cells += [_average(scores, IN_DOMAIN), _average(scores, OUT_OF_DOMAIN)]
+        cells += cost_cells(row.results.get("cost")) if costs else []
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 

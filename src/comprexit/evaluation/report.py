@@ -168,7 +168,7 @@ def _cost_line(cost: dict[str, Any] | None) -> list[str]:
 COST_HEADER = ["ms / doc", "positions / doc", "KiB kept / doc", "KiB cache / doc"]
 
 
-def _cost_cells(cost: dict[str, Any] | None) -> list[str]:
+def cost_cells(cost: dict[str, Any] | None) -> list[str]:
     if not cost:
         return ["-"] * len(COST_HEADER)
     return [f"{cost['compress_ms']:.1f}", f"{cost['positions']:.0f}", f"{kib(cost['stored_values']):.1f}",
@@ -204,7 +204,7 @@ def comparison_table(
             em, f1 = (dataset_mean(run["datasets"], members, metric) for metric in ("em", "f1"))
             cells.append("-" if em is None else f"{em:.2f} / {f1:.2f}")
         if costs:
-            cells += _cost_cells(run.get("cost"))
+            cells += cost_cells(run.get("cost"))
         lines.append("| " + " | ".join(cells) + " |")
     if costs:
         lines += ["", "Per document, over every document each run prepared: the time to compress it, the positions "
