@@ -90,7 +90,49 @@ def test_borrowed_comprexit_modules_need_neither_torch_nor_transformers():
     assert result.returncode == 0, result.stderr
     from comprexit import __version__
 
-    assert result.stdout.split() == ["errors", "metrics", "prompting", "qa", "report", __version__]
+    assert result.stdout.split() == ["answers", "errors", "metrics", "prompting", "qa", "report", __version__]
+
+
+def test_costs_per_document_are_in_comprexits_fields():
+    """`comprexit table --costs` reads a peer row's costs: kept positions, their keys and values, press time."""
+    from comprexit.evaluation.costs import combined
+
+    documents = [kv.ContextStats(kept=11, nbytes=0, seconds=0.002, kept_whole=False),
+                 kv.ContextStats(kept=21, nbytes=0, seconds=0.004, kept_whole=False)]
+    cost = kv.document_cost(documents, kv_values=100)
+    assert cost == {"documents": 2, "compress_ms": 3.0, "positions": 16.0, "stored_values": 1600, "cache_values": 1600}
+    other = kv.document_cost(documents[:1], kv_values=100)
+    summaries = [{"cost": cost}, {"cost": other}, {"cost": None}]
+    assert kv.combined_cost(summaries) == combined([cost, other, None])
+
+
+def test_every_name_the_script_reads_from_comprexit_exists():
+    """The real run needs kvpress's environment and is skipped in CI; a renamed function of a borrowed
+    module (as `prompting.postprocess_answer` once was) must still fail here."""
+    import ast
+
+    tree = ast.parse(SCRIPT.read_text())
+    parts = lambda node: (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)  # noqa: E731
+                          and node.value.id == "parts" and isinstance(node.slice, ast.Constant))
+    aliases = {}  # local name -> borrowed module key, from `a, b = parts["x"], parts["y"]`
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            targets = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else [node.targets[0]]
+            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            for target, value in zip(targets, values):
+                if isinstance(target, ast.Name) and parts(value):
+                    aliases[target.id] = value.slice.value
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            if parts(node.value):
+                used.add((node.value.slice.value, node.attr))
+            elif isinstance(node.value, ast.Name) and node.value.id in aliases:
+                used.add((aliases[node.value.id], node.attr))
+    modules = kv.import_comprexit_parts()
+    assert {"answers", "metrics", "prompting", "qa", "report"} <= {key for key, _ in used}
+    missing = sorted(f"{key}.{name}" for key, name in used if not hasattr(modules[key], name))
+    assert not missing
 
 
 def test_dataset_names_match_comprexit_eval():

@@ -196,8 +196,13 @@ def import_comprexit_parts(src: Path = REPO_SRC) -> dict[str, types.ModuleType]:
         match = re.search(r'^__version__ = "([^"]+)"', init.read_text(), re.MULTILINE)
         package.__version__ = match.group(1) if match else "unknown"
         sys.modules["comprexit"] = package
+    if "comprexit.decoding" not in sys.modules:  # its __init__ brings the decoders (torch): only answers.py is read
+        decoding = types.ModuleType("comprexit.decoding")
+        decoding.__path__ = [str(init.parent / "decoding")]
+        sys.modules["comprexit.decoding"] = decoding
     names = {"qa": "comprexit.data.qa", "prompting": "comprexit.prompting", "metrics": "comprexit.evaluation.metrics",
-             "report": "comprexit.evaluation.report", "errors": "comprexit.errors"}
+             "report": "comprexit.evaluation.report", "errors": "comprexit.errors",
+             "answers": "comprexit.decoding.answers"}
     return {key: importlib.import_module(name) for key, name in names.items()}
 
 
@@ -571,7 +576,7 @@ def evaluate_dataset(lm: Model, press, budget: str, name: str, data: PreparedDat
     each distinct context of a batch is prefilled and pruned once."""
     from tqdm.auto import tqdm
 
-    metrics, prompting = parts["metrics"], parts["prompting"]
+    metrics, answer = parts["metrics"], parts["answers"].get_answer_rule(parts["answers"].PAPER)
     kv_values, slot_values = lm.kv_values_per_position, lm.config.hidden_size
     start = time.perf_counter()
     order = sorted(range(len(data.contexts)), key=lambda i: (-len(data.contexts[i]), i))
@@ -587,7 +592,7 @@ def evaluate_dataset(lm: Model, press, budget: str, name: str, data: PreparedDat
         tokens = greedy_answers(lm, [current[data.contexts[i]] for i in batch], [data.prompts[i] for i in batch],
                                 args.max_new_tokens)
         for i, row in zip(batch, tokens, strict=True):
-            answers[i] = prompting.postprocess_answer(lm.tokenizer.decode(row, skip_special_tokens=True))
+            answers[i] = answer(lm.tokenizer.decode(row, skip_special_tokens=True))
         stats.update((context, result.stats()) for context, result in current.items())
         bar.update(len(batch))
     bar.close()
@@ -611,8 +616,32 @@ def evaluate_dataset(lm: Model, press, budget: str, name: str, data: PreparedDat
         slot_bytes_per_context=round(slot_bytes / len(documents)),
         compress_seconds=round(sum(d.seconds for d in documents), 3),
         contexts_kept_whole=sum(d.kept_whole for d in documents),
+        cost=document_cost(documents, kv_values),
     )
     return summary, rows
+
+
+def document_cost(documents: Sequence[ContextStats], kv_values: int) -> dict[str, Any]:
+    """Per document, in the fields of comprexit's `evaluation/costs.py` (so `comprexit table --costs` reads
+    them): the press's time, the kept cache positions ([BOS] included), and their keys and values, which are both what is
+    kept and the decoder's cache."""
+    n = len(documents)
+    kept = sum(d.kept for d in documents)
+    return {"documents": n, "compress_ms": round(1000 * sum(d.seconds for d in documents) / n, 3),
+            "positions": round(kept / n, 1), "stored_values": round(kept * kv_values / n),
+            "cache_values": round(kept * kv_values / n)}
+
+
+def combined_cost(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The per-document means over datasets, each weighted by its documents (as comprexit's `costs.combined`)."""
+    costs = [s["cost"] for s in summaries if s.get("cost")]
+    total = sum(c["documents"] for c in costs)
+    if not total:
+        return None
+    mean = {key: sum(c[key] * c["documents"] for c in costs) / total
+            for key in ("compress_ms", "positions", "stored_values", "cache_values")}
+    return {"documents": total, "compress_ms": round(mean["compress_ms"], 3), "positions": round(mean["positions"], 1),
+            "stored_values": round(mean["stored_values"]), "cache_values": round(mean["cache_values"])}
 
 
 def evaluate_run(lm: Model, kvpress, spec: PressSpec, budget: str, prepared: dict[str, PreparedDataset],
@@ -631,9 +660,11 @@ def evaluate_run(lm: Model, kvpress, spec: PressSpec, budget: str, prepared: dic
     out = {
         "method": method_settings(spec, press, budget, args, lm),
         "settings": {"context_budget": args.context_budget, "max_new_tokens": args.max_new_tokens,
-                     "batch_size": args.batch_size, "template": parts["prompting"].DEFAULT_TEMPLATE},
+                     "batch_size": args.batch_size, "template": parts["prompting"].DEFAULT_TEMPLATE,
+                     "answer_rule": parts["answers"].PAPER},
         "datasets": results,
         "average": parts["metrics"].average_over_datasets(results),
+        "cost": combined_cost(list(results.values())),
         "wall_seconds": round(time.perf_counter() - start, 2),
         "questions_per_second": round(answered / decode_seconds, 2) if decode_seconds else None,
         "label": run_label(spec, budget, args.ratio),
