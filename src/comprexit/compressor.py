@@ -205,7 +205,7 @@ class ComprExIT(nn.Module):
         added: additive config fields (`ComprExITConfig.additive_fields`, e.g. {"reader_tokens": 32},
             {"projector_branch": 2048})
             to turn on over the trained weights: every saved tensor loads unchanged, and the
-            parameters they create start as `for_backbone` starts them (needs a `Backbone`).
+            parameters they create start as `for_backbone` starts them (reader tokens need a `Backbone`).
         """
         meta, saved = read_folder_config(directory, "comprexit", backbone)
         trained = ComprExITConfig.from_dict(meta["config"])
