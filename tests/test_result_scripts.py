@@ -51,6 +51,24 @@ def test_lever_choice_prints_the_winning_lever_or_nothing_when_no_lever_wins(tmp
     assert done.returncode == 0 and done.stdout.split("\n")[-2] == ""  # no lever beats the run without one
 
 
+def test_lever_choice_passes_on_a_projector_branch_alone_or_with_reader_tokens(tmp_path):
+    def lever_run(name: str, compressor: dict, f1: float, ce: float) -> None:
+        write_run(tmp_path / name, 6e-4, 256, 300, f1=f1, ce=ce)
+        config = {"lr": 6e-4, "global_batch_size": 256, "compressor": compressor}
+        (tmp_path / name / "train_config.json").write_text(json.dumps(config))
+
+    lever_run("none", {}, f1=29.3, ce=1.87)
+    lever_run("projector_branch_1024", {"projector_branch": 1024, "reader_tokens": 0}, f1=30.0, ce=1.85)
+    lever_run("projector_branch_2048", {"projector_branch": 2048}, f1=31.0, ce=1.84)
+    done = run_script("scripts/device/best_of_sweep.py", "--lever", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == '--compressor-config {"projector_branch":2048}'
+    lever_run("projector_branch_2048_reader_32", {"projector_branch": 2048, "reader_tokens": 32}, f1=31.2, ce=1.79)
+    done = run_script("scripts/device/best_of_sweep.py", "--lever", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == '--compressor-config {"projector_branch":2048,"reader_tokens":32}'
+
+
 def write_taught_run(folder: Path, f1: float, ce: float) -> None:
     write_run(folder, 6e-4, 256, 120, f1=f1, ce=ce)
     (folder / "train_config.json").write_text(json.dumps({"kl_weight": 0.5, "teacher": "/runs/prompt_tuning/best"}))

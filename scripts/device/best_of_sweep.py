@@ -7,8 +7,9 @@ Each run folder holds `train_config.json` and `best/selection.json` (written by 
 the step its validation chose, with F1 on held-out TRAIN questions). The run with the highest
 selected F1 wins; the validation CE breaks ties within 0.5 F1, since 300 questions cannot tell
 such runs apart. Prints one line per run, then the winner's options on the last line: with --lever,
-`--compressor-config` with the winner's levers (LEVERS fields of its compressor config), or an empty line
-when the run without a lever wins.
+`--compressor-config` with the winner's levers (LEVERS fields of its compressor config: `reader_tokens`,
+trained vectors read before the slots; `projector_branch`, the width of a residual branch beside the
+projector; a run may have both), or an empty line when the run without a lever wins.
 """
 
 import json
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 # The additive levers: fields whose parameters start fresh on top of --init weights.
-LEVERS = ("reader_tokens",)
+LEVERS = ("reader_tokens", "projector_branch")
 
 
 def read_run(folder: Path) -> dict | None:

@@ -13,7 +13,7 @@ from torch import nn
 from .backbone import BackboneIdentity
 from .config import ComprExITConfig
 from .errors import ConfigError
-from .modules import DepthTransmission, Projector, SlotScale, WidthTransmission, make_allocation
+from .modules import DepthTransmission, Projector, ProjectorBranch, SlotScale, WidthTransmission, make_allocation
 from .prompt_vectors import INIT_TEXT, text_vectors
 from .saving import CONFIG_FILE, WEIGHTS_FILE, load_state_into, read_folder_config, save_folder
 
@@ -65,6 +65,8 @@ class ComprExIT(nn.Module):
     Build one for a backbone with `ComprExIT.for_backbone(backbone, config)`; it reads the
     backbone's hidden states (`Backbone.encode`) and never touches its weights.
 
+    With `projector_branch` the projector gains a wider residual branch (`ProjectorBranch`, output
+    layer at zero) whose output is added to the projector's before any slot scaling.
     With `reader_tokens` it also holds `reader_tokens`, (P, hidden) vectors the decoder reads once
     per document before the slots. They are no part of any chunk's `Slots`: whoever hands the
     decoder a document's prefix puts them first (`ComprExITEncoder`, `Reader.compress_ids`).
@@ -108,6 +110,11 @@ class ComprExIT(nn.Module):
         self.chunk_position = nn.Embedding(config.chunk_positions, hidden) if config.chunk_positions else None
         if self.chunk_position is not None:
             nn.init.zeros_(self.chunk_position.weight)
+        # Created after every other randomly initialised module, and only when on: the other parameters
+        # draw the same random numbers either way, and weights saved without it load as before.
+        self.projector_branch = None
+        if config.projector_branch:
+            self.projector_branch = ProjectorBranch(hidden, config.projector_branch, config.projector_init_gain)
         # Created last, and only when on: the other parameters draw the same random numbers either way.
         self.reader_tokens = None
         if config.reader_tokens:
@@ -139,7 +146,9 @@ class ComprExIT(nn.Module):
             hidden_states = hidden_states.to(self.projector.net[0].weight.dtype)
         anchors, layer_weights = self.depth(hidden_states, mask)
         width = self.width(anchors, mask, passengers=token_embeddings)
-        slots = self.projector(width.slots)
+        slots = self.projector(width.slots)  # (batch, slots, hidden)
+        if self.projector_branch is not None:  # exactly zero until trained: the slots keep their bits
+            slots = slots + self.projector_branch(width.slots)
         if width.carried is not None:
             slots = slots + width.carried
         slots = self.slot_scale(slots)
@@ -193,9 +202,10 @@ class ComprExIT(nn.Module):
     ) -> "ComprExIT":
         """Load a saved compressor; with `backbone`, refuse one trained on a different backbone.
 
-        added: additive config fields (`ComprExITConfig.additive_fields`, e.g. {"reader_tokens": 32})
+        added: additive config fields (`ComprExITConfig.additive_fields`, e.g. {"reader_tokens": 32},
+            {"projector_branch": 2048})
             to turn on over the trained weights: every saved tensor loads unchanged, and the
-            parameters they create start as `for_backbone` starts them (needs a `Backbone`).
+            parameters they create start as `for_backbone` starts them (reader tokens need a `Backbone`).
         """
         meta, saved = read_folder_config(directory, "comprexit", backbone)
         trained = ComprExITConfig.from_dict(meta["config"])

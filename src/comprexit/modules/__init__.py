@@ -2,7 +2,7 @@
 
 from .allocation import Allocation, AttentionAllocation, TransportAllocation, make_allocation
 from .depth import DepthTransmission
-from .projector import Projector, SlotScale
+from .projector import Projector, ProjectorBranch, SlotScale
 from .sinkhorn import log_sinkhorn
 from .width import WidthOutput, WidthTransmission
 
@@ -11,6 +11,7 @@ __all__ = [
     "AttentionAllocation",
     "DepthTransmission",
     "Projector",
+    "ProjectorBranch",
     "SlotScale",
     "TransportAllocation",
     "WidthOutput",

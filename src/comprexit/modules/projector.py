@@ -23,6 +23,28 @@ class Projector(nn.Module):
             return self.net(slots.to(self.net[0].weight.dtype))
 
 
+class ProjectorBranch(nn.Module):
+    """A wider residual branch beside the projector: Linear(H, W) -> GELU -> Linear(W, H), run in float32.
+
+    Its input layer is Xavier-uniform (the projector's gain), its output layer all zeros, weight
+    and bias: it adds exactly nothing until trained, so turning it on over trained weights keeps
+    their slots bit for bit at step 0. Adds 2HW + H + W parameters.
+    """
+
+    def __init__(self, hidden_size: int, width: int, init_gain: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, hidden_size))
+        nn.init.xavier_uniform_(self.net[0].weight, gain=init_gain)
+        nn.init.zeros_(self.net[0].bias)
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, slots: torch.Tensor) -> torch.Tensor:
+        """(batch, slots, H) slot values -> (batch, slots, H) float32, to add to the projector's output."""
+        with torch.autocast(device_type=slots.device.type, enabled=False):
+            return self.net(slots.to(self.net[0].weight.dtype))
+
+
 class SlotScale(nn.Module):
     """RMS-normalise each slot and multiply by a learned gain set to the decoder's embedding RMS.
 

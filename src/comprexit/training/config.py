@@ -36,7 +36,8 @@ class TrainConfig:
                                         "middle-layer, last-layer)")
     init: str | None = _field(None, "weights folder of the same method to start from (e.g. the NTP result); its config "
                                     "is kept, except that method config fields adding parameters of their own "
-                                    "(comprexit: reader_tokens, chunk_positions) may turn on, those parameters fresh")
+                                    "(comprexit: reader_tokens, chunk_positions, projector_branch) may turn on, those "
+                                    "parameters fresh")
     compressor: dict[str, Any] = _field(dict, "the method's config fields")
     gradient_checkpointing: bool = _field(False, "recompute the trainable LLM encoder pass in backward (icae)")
     lr: float = _field(1e-4, "peak learning rate (AdamW)")

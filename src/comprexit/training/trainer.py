@@ -196,7 +196,8 @@ class Trainer:
     def _build_model(self) -> None:
         c = self.config
         if c.init:
-            # additive method config fields (reader tokens, chunk positions) turn on over the trained weights
+            # additive method config fields (reader tokens, chunk positions, a projector branch) turn on over the
+            # trained weights
             encoder = self.encoder_class.from_pretrained(c.init, self.backbone, added=c.compressor or None)
         else:
             config = self.encoder_class.build_config(c.compressor, self.backbone.identity, c.ablation)
