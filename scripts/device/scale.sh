@@ -22,6 +22,10 @@
 # to leave ~8 minutes of the lease for staging, setup and evaluation.
 # Third lease (results/training/2026-11-27-h100x4-third): 9 pieces of 28 MiB; `long_sft` with a 7-minute plan
 # trained 1,661 steps in 363.5 s (long_sft/metrics.jsonl), the four `ablation` runs 109-140 s each (ablation/summary.md).
+# Fourth lease (results/training/2026-11-28-h100x4-fourth): a warm machine waits only 30 s for the next call;
+# twice a slow reply found a bare machine (stage and /root/stage/runs gone). Issue the next call at once (several
+# calls in one message run back to back), chain steps in one call where they fit 10 minutes, and name the choice
+# of an earlier call explicitly (LONG_ARGS) when a step may run on a fresh machine.
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
 # (--plan-minutes) and pause with a checkpoint if they must (--max-minutes); a step that finds its
