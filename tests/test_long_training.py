@@ -5,6 +5,7 @@ Tiny random backbones with a character tokenizer: a chunk is `context_tokens` ch
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -291,3 +292,145 @@ def test_long_batches_in_smaller_passes_take_the_same_steps(tmp_path, long_corpu
     assert split == pytest.approx(whole, rel=1e-4)
     for key, value in whole_state.items():  # Adam turns a near-zero gradient's rounding into up to lr per step
         torch.testing.assert_close(split_state[key], value, rtol=1e-3, atol=5e-4)
+
+
+# ------------------------------------------------------------------ long validation of long-span NTP
+def document_of(corpus, tokens):
+    """The cache document holding `tokens` as a contiguous run (each toy article is one document), or None."""
+    wanted = np.asarray(tokens, dtype=corpus.tokens.dtype).tobytes()
+    for doc in range(len(corpus)):
+        found = corpus.document(doc).tobytes().find(wanted)
+        if found >= 0 and found % corpus.tokens.dtype.itemsize == 0:
+            return doc
+    return None
+
+
+def test_long_ntp_validation_spans_come_only_from_documents_that_no_training_example_reads(tmp_path, long_corpus):
+    backbone = tiny_backbone("llama")
+    trainer = Trainer(config(tmp_path, long_corpus, long_context_tokens=[192, 288]), backbone=backbone)
+    short, long = trainer.split.train.sources[0], trainer.split.train.sources[-2:]
+    corpus = short.corpus
+    read = set((np.searchsorted(corpus.offsets, short.start, side="right") - 1).tolist())  # the short training pieces
+    read |= {int(d) for source in long for a in source.articles for d in a.documents}  # the long training spans
+    validation = trainer.split.long_validation
+    assert sorted(validation) == [192, 288] and all(0 < len(spans) <= 8 for spans in validation.values())  # val_examples
+    for length, spans in validation.items():
+        assert all(len(e.context) == length and len(e.targets) == 32 for e in spans)
+        docs = [document_of(corpus, e.context + e.targets) for e in spans]
+        assert None not in docs and not read & set(docs), length  # held-out text only, read by no training example
+    # the plain validation pieces and the data order are those of a run without long validation
+    plain = Trainer(config(tmp_path / "plain", long_corpus), backbone=backbone)
+    assert trainer.split.validation == plain.split.validation
+    again = Trainer(config(tmp_path / "again", long_corpus, long_context_tokens=[192, 288]), backbone=backbone)
+    assert again.split.long_validation == validation  # a fixed set: the same spans from the same seed
+
+
+def test_a_length_the_held_out_articles_cannot_give_is_said_once_and_skipped(tmp_path, long_corpus):
+    backbone = tiny_backbone("llama")
+    with pytest.warns(UserWarning, match="no long validation span of 960 tokens"):
+        trainer = Trainer(config(tmp_path, long_corpus, long_context_tokens=[192, 960], max_steps=1),
+                          backbone=backbone)
+    assert sorted(trainer.split.long_validation) == [192]
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    notes = [r["note"] for r in rows if r["kind"] == "note"]
+    assert len(notes) == 1 and "ce@960 is not reported" in notes[0]
+    [row] = [r for r in rows if r["kind"] == "validation"]
+    assert "ce@192" in row and "ce@960" not in row
+
+
+def test_a_long_ntp_run_reports_ce_at_each_length_and_selects_by_their_mean(tmp_path, long_corpus):
+    from comprexit.figures import pyplot
+
+    backbone = tiny_backbone("llama")
+    Trainer(config(tmp_path, long_corpus, long_context_tokens=[192, 288], max_steps=2), backbone=backbone).train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    [row] = [r for r in rows if r["kind"] == "validation"]
+    assert row["ce"] > 0 and row["ce@192"] > 0 and row["ce@288"] > 0
+    assert row["ce_selection"] == pytest.approx((row["ce"] + row["ce@192"] + row["ce@288"]) / 3)
+    bounds = next(r for r in rows if r["kind"] == "bounds")
+    assert set(bounds["long_validation"]) == {"192", "288"} and all(0 < n <= 8 for n in bounds["long_validation"].values())
+    assert json.loads((tmp_path / "run" / "best" / "selection.json").read_text())["ce_selection"] == row["ce_selection"]
+    assert (tmp_path / "run" / "curves.png").is_file() or pyplot() is None  # the curves draw the ce@ lines
+
+
+def test_the_best_long_ntp_checkpoint_is_the_one_of_the_lowest_mean_not_the_lowest_plain_ce(tmp_path, long_corpus):
+    trainer = Trainer(config(tmp_path, long_corpus, long_context_tokens=[192]), backbone=tiny_backbone("llama"))
+    trainer.best_val = float("inf")
+    scores = iter([{"ce": 2.0, "ce@192": 5.0, "ce_selection": 3.5},  # the lowest plain CE
+                   {"ce": 2.5, "ce@192": 3.5, "ce_selection": 3.0},  # the lowest mean: kept
+                   {"ce": 2.2, "ce@192": 4.6, "ce_selection": 3.4}])
+    trainer.validate = lambda: next(scores)
+    for step in (1, 2, 3):
+        trainer._validate_and_select(step)
+    assert json.loads((tmp_path / "run" / "best" / "selection.json").read_text())["step"] == 2
+
+
+def test_without_long_options_the_metrics_keep_their_keys(tmp_path, long_corpus):
+    """The rows a run without long options wrote before long validation existed, key for key."""
+    Trainer(config(tmp_path, long_corpus, max_steps=2), backbone=tiny_backbone("llama")).train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    keys = {r["kind"]: sorted(r) for r in rows}
+    assert keys["validation"] == ["ce", "gap_closed", "kind", "step"]
+    assert keys["bounds"] == ["accumulation", "ce_full_context", "ce_no_context", "data_seconds", "data_weights",
+                              "global_batch", "kind", "long_context", "method", "micro_batch", "sources", "step",
+                              "tokens", "total_steps", "train_examples", "trainable_parameters",
+                              "validation_examples"]
+    assert sorted(keys) == ["bounds", "environment", "summary", "train", "validation"]  # no note
+    assert sorted(json.loads((tmp_path / "run" / "best" / "selection.json").read_text())) == ["ce", "gap_closed", "step"]
+
+
+# ------------------------------------------------------------------ distractors drawn anew each epoch
+def sft_config(tmp_path, qa_file, **changes):
+    values = dict(phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "sft"), batch_size=4, max_steps=2,
+                  context_tokens=CHUNK, compressor={"window": 32}, validation_permille=200, eval_every=100,
+                  save_every=100, distractor_tokens=[192], long_share=0.25, val_questions=4, log_every=1)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_distractor_layouts_are_drawn_anew_each_epoch_and_alike_for_the_same_epoch(tmp_path, qa_file):
+    from comprexit.data.distractors import token_counter, with_distractors
+    from comprexit.prompting import PromptTemplate
+    from comprexit.training.data import sft_examples
+
+    backbone = tiny_backbone("gemma3")
+    trainer = Trainer(sft_config(tmp_path, qa_file), backbone=backbone)
+    validation = [qa.context for qa in trainer.val_long[192].examples]
+    first = trainer.split.train.sources[-1]
+    qas = [qa for qa in load_qa(str(qa_file)) if not is_held_out(qa.context, 200)]
+    today = with_distractors(qas, token_counter(backbone.tokenizer), 192, seed=0, measure=False)
+    assert first.examples == sft_examples(backbone, today, PromptTemplate(), 192)  # epoch 0: the one-time draw of before
+    trainer._epoch_batches(1)
+    second = trainer.split.train.sources[-1]
+    assert second.epoch == 1 and len(second) == len(first) and second.at_epoch(1) is second
+    assert first.at_epoch(1).examples == second.examples  # the same epoch drawn twice: the same documents
+    assert first.at_epoch(0) is first and second.at_epoch(0).examples == first.examples
+    changed = sum(a.context != b.context for a, b in zip(first, second))
+    assert changed >= len(first) // 2, changed  # new distractors and positions
+    assert [e.targets for e in first] == [e.targets for e in second]  # the same questions, in the same order
+    held = [qa.context for qa in load_qa(str(qa_file)) if is_held_out(qa.context, 200)]
+    for example in second:
+        text = backbone.decode(list(example.context))
+        assert len(example.context) <= 192 and not any(h in text for h in held)  # no validation paragraph, any epoch
+    trainer._epoch_batches(0)
+    assert [qa.context for qa in trainer.val_long[192].examples] == validation  # validation layouts stay fixed
+    assert trainer.split.train.sources[-1].examples == first.examples
+
+
+def test_a_distractor_run_resumed_mid_epoch_repeats_the_uninterrupted_one(tmp_path, qa_file):
+    backbone = tiny_backbone("gemma3")
+    changes = dict(max_train_examples=12, long_share=0.5, max_steps=10, save_every=100, lr=3e-3)
+    straight = Trainer(sft_config(tmp_path / "a", qa_file, **changes), backbone=backbone)
+    assert straight.batches_per_epoch == 6  # 12 usual and 12 long examples an epoch: steps 7-10 in epoch 1
+    straight.train()
+    assert straight.split.train.sources[-1].epoch == 1  # it trained on epoch 1's draw
+    interrupted = sft_config(tmp_path / "b", qa_file, **changes)
+    assert Trainer(interrupted, backbone=backbone).train(stop_at_step=8)["status"] == "paused"
+    Trainer(interrupted, backbone=backbone, resume=True).train()
+    losses = {name: {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / name / "sft" / "metrics.jsonl")
+                                                              .read_text().splitlines()) if r["kind"] == "train"}
+              for name in ("a", "b")}
+    assert sorted(losses["b"]) == list(range(1, 11))
+    for step in range(1, 11):
+        assert losses["a"][step] == pytest.approx(losses["b"][step], rel=1e-5, abs=1e-6), step

@@ -9,9 +9,13 @@
 #              to the slots' budget (the last quarter of the tokens)
 #   long_ntp   NTP continued from the NTP weights over Wikipedia spans of 2k/4k/8k tokens (LONG_SHARE of each
 #              epoch), compressed chunk by chunk, the continuation predicted from all their slots (LEVER: e.g.
-#              '{"chunk_positions":16}', the cross-chunk lever, one at a time)
+#              '{"chunk_positions":16}', the cross-chunk lever, one at a time); validated also on spans of
+#              held-out articles at each length (ce@2048 ... in metrics.jsonl), best/ by the mean of the plain and
+#              long CEs (ce_selection)
 #   long_sft   SFT from long_ntp/best over the QA train files, LONG_SHARE of the questions again with their gold
-#              paragraph among distractors at 2k/4k/8k tokens
+#              paragraph among distractors at 2k/4k/8k tokens, drawn anew each epoch; validated also on the
+#              held-out questions among held-out paragraphs at each length (f1@2048 ...), best/ by the mean of the
+#              plain and long F1s (f1_selection)
 #   long_eval  long_sft/best on the benchmark (as `bench`) and on the four 512-token eval files; the shipping rule
 #              on held-out train questions at 512 tokens against the shipped weights
 #

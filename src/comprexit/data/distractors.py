@@ -22,6 +22,8 @@ long-context QA training (train files, gold at a random position):
 * Position is the share of the distractors' tokens placed before the gold paragraph: start
   0, middle 0.5, end 1, random drawn per unit; the gold goes to the paragraph boundary
   nearest that share, and the distractors keep their order whatever the position.
+* Training draws anew each epoch: every draw comes from (seed, unit) and, past epoch 0, the
+  epoch, so epoch 0 gives the documents of a one-time draw and each later epoch new ones.
 
 Token counts are those of the given tokenizer; a document's count is measured on its whole
 text, and a document that the sum of its paragraphs' counts underestimated past the budget
@@ -46,6 +48,7 @@ POSITIONS = {"start": 0.0, "middle": 0.5, "end": 1.0, "random": None}
 TITLE_MAX_CHARS = 120  # a first line longer than this is prose, not an article title
 PASS_LIMIT = 20  # candidates in a row that did not fit before the filling stops
 VERIFY_BATCH = 64  # documents per tokenizer call when their counts are measured
+EPOCH_STREAM = 0x45504F43  # marks the epoch's entries in a draw's seed (never a length: see DistractorBuilder._rng)
 
 CountTokens = Callable[[list[str]], list[int]]
 
@@ -183,21 +186,31 @@ class HiddenGold:
 
 
 class DistractorBuilder:
-    """Documents of a file's units at any length and position, reproducible from (seed, unit)."""
+    """Documents of a file's units at any length and position, reproducible from (seed, unit, epoch).
+
+    One builder serves every length and epoch of a file: its paragraphs are counted once.
+    """
 
     def __init__(self, contexts: Iterable[str], count_tokens: CountTokens, seed: int = 0):
         self.pool = ParagraphPool(contexts, count_tokens)
         self.count_tokens = count_tokens
         self.seed = int(seed)
+        self._answer_keys: dict[tuple[str, ...], list[tuple[re.Pattern, str]]] = {}
 
-    def _rng(self, unit: Unit, *salt: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, stable_key(unit.context.strip()), *salt])
+    def _rng(self, unit: Unit, *salt: int, epoch: int = 0) -> np.random.Generator:
+        """The generator of one draw: (seed, unit, salt), and past epoch 0 the epoch after a marker.
 
-    def candidates(self, unit: Unit) -> Iterator[int]:
+        Epoch 0 keeps the seed of a one-time draw; a later epoch's seed ends in the marker and the
+        (non-zero) epoch, which no salt of epoch 0 ends in (a salt ends in a length and 1, or is empty).
+        """
+        entropy = [self.seed, stable_key(unit.context.strip()), *salt] + ([EPOCH_STREAM, int(epoch)] if epoch else [])
+        return np.random.default_rng(entropy)
+
+    def candidates(self, unit: Unit, epoch: int = 0) -> Iterator[int]:
         """Distractor candidates of a unit: its article-mates, then the other paragraphs, each group shuffled."""
         pool = self.pool
         gold = self._gold_index(unit)
-        rng = self._rng(unit)
+        rng = self._rng(unit, epoch=epoch)
         title = pool.articles[gold]
         mates = [i for i in pool.members.get(title, []) if i != gold] if title is not None else []
         yield from (mates[i] for i in rng.permutation(len(mates)))
@@ -210,16 +223,18 @@ class DistractorBuilder:
         except KeyError:
             raise InputError("the unit's context is not one of the file's contexts") from None
 
-    def choose(self, unit: Unit, length: int) -> list[int] | None:
+    def choose(self, unit: Unit, length: int, epoch: int = 0) -> list[int] | None:
         """The distractors of a unit's document of at most `length` tokens, in the order chosen (None: gold too long)."""
         pool = self.pool
         gold = self._gold_index(unit)
         budget = length - int(pool.tokens[gold])
         if budget < 0:
             return None
-        answers = answer_keys(unit.answers)
+        answers = self._answer_keys.get(unit.answers)
+        if answers is None:  # compiled once per unit, whatever the lengths and epochs drawn
+            answers = self._answer_keys[unit.answers] = answer_keys(unit.answers)
         chosen, misses = [], 0
-        for i in self.candidates(unit):
+        for i in self.candidates(unit, epoch):
             cost = int(pool.tokens[i]) + pool.separator_tokens
             if cost > budget:
                 misses += 1
@@ -247,9 +262,13 @@ class DistractorBuilder:
         return HiddenGold(order, gold, tuple(chosen), float(fraction), same, total, int(before[slot]))
 
     def documents(
-        self, units: Sequence[Unit], length: int, position: str, *, measure: bool = True
+        self, units: Sequence[Unit], length: int, position: str, *, measure: bool = True, epoch: int = 0
     ) -> list[HiddenGold | None]:
         """Each unit's document of at most `length` tokens with the gold at `position` (None: gold alone too long).
+
+        epoch: 0 for a one-time draw (benchmark, validation); training passes each epoch's
+            number for new distractors and positions. Whether a unit has a document does not
+            depend on it (only on its gold paragraph's length).
 
         measure: count the tokens of each document's whole text; where they exceed `length` (a
             tokenizer that merges across a paragraph boundary), the last-chosen distractors go.
@@ -263,8 +282,8 @@ class DistractorBuilder:
             raise InputError(f"unknown position {position!r}: choose from {', '.join(POSITIONS)}")
         out: list[HiddenGold | None] = []
         for unit in units:
-            chosen = self.choose(unit, length)
-            fraction = position_fraction(position, self._rng(unit, length, 1))
+            chosen = self.choose(unit, length, epoch)
+            fraction = position_fraction(position, self._rng(unit, length, 1, epoch=epoch))
             out.append(None if chosen is None else self.place(unit, chosen, fraction))
         return self._measured(units, out, length) if measure else out
 
@@ -291,19 +310,27 @@ class DistractorBuilder:
 
 def with_distractors(
     examples: Sequence[QAExample], count_tokens: CountTokens, length: int, *, position: str = "random", seed: int = 0,
-    measure: bool = True,
+    measure: bool = True, epoch: int = 0,
 ) -> list[QAExample]:
     """The questions again, each context replaced by its document of at most `length` tokens.
 
     For long-context QA training from a train file: the distractors come from the contexts of
-    `examples` themselves (pass a whole file). A new `seed` (e.g. one per epoch) draws new
-    distractors and positions. Questions whose gold context alone exceeds `length` are dropped.
-    `measure`: see `DistractorBuilder.documents`.
+    `examples` themselves (pass a whole file). Another `seed` or `epoch` draws new distractors
+    and positions (see `hidden_questions` to draw several lengths or epochs from one builder).
+    Questions whose gold context alone exceeds `length` are dropped. `measure`: see
+    `DistractorBuilder.documents`.
     """
     builder = DistractorBuilder([qa.context for qa in examples], count_tokens, seed)
-    units = units_of(examples)
+    return hidden_questions(builder, units_of(examples), length, position=position, measure=measure, epoch=epoch)
+
+
+def hidden_questions(
+    builder: DistractorBuilder, units: Sequence[Unit], length: int, *, position: str = "random", measure: bool = True,
+    epoch: int = 0,
+) -> list[QAExample]:
+    """The units' questions, each context replaced by its document (`with_distractors`, from a builder of their file)."""
     out = []
-    for unit, document in zip(units, builder.documents(units, length, position, measure=measure)):
+    for unit, document in zip(units, builder.documents(units, length, position, measure=measure, epoch=epoch)):
         if document is not None:
             text = document.text(builder.pool)
             out.extend(replace(qa, context=text) for qa in unit.questions)

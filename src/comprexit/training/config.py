@@ -61,10 +61,12 @@ class TrainConfig:
     continuation_tokens: int = _field(128, "tokens predicted after each NTP context")
     long_context_tokens: list[int] | None = _field(
         None, "ntp: also train on spans of whole articles of these lengths (multiples of context_tokens, e.g. 2048 "
-              "4096 8192), compressed in chunks of context_tokens and the continuation predicted from all their slots")
+              "4096 8192), compressed in chunks of context_tokens and the continuation predicted from all their slots; "
+              "validated on spans of held-out articles at each length (ce@LENGTH, best by ce_selection)")
     distractor_tokens: list[int] | None = _field(
         None, "sft: also train on each training question with its gold paragraph hidden among other paragraphs of "
-              "its file (training side only, seeded) up to these lengths (multiples of context_tokens), in chunks")
+              "its file (training side only, drawn anew each epoch from the seed) up to these lengths (multiples of "
+              "context_tokens), in chunks; validated at each length (f1@LENGTH, best by f1_selection)")
     long_share: float = _field(
         0.5, "share of each epoch's examples that are long (with long_context_tokens or distractor_tokens): long "
              "examples are added to the usual ones, drawn from the lengths in proportion to their examples; 1 = only long")
@@ -72,7 +74,8 @@ class TrainConfig:
         None, "examples per forward pass in a batch of long examples, whose contexts hold several chunks each "
               "(at most batch_size; default batch_size): the step's examples and its gradient stay the same")
     validation_permille: int = _field(30, "share of documents/contexts held out for validation, per mille")
-    val_examples: int = _field(256, "held-out examples in the validation loss")
+    val_examples: int = _field(256, "held-out examples in the validation loss (and at most this many long NTP spans "
+                                    "per length, 32 by default)")
     max_train_examples: int | None = _field(None, "keep only the first N training examples (quick runs, overfit checks)")
     val_questions: int = _field(300, "held-out questions scored by F1 at each validation (sft)")
     eval_every: int = _field(100, "validate every N steps (and keep the best weights)")

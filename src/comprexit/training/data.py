@@ -7,13 +7,14 @@ after the slots, and `score_from`, the first target index whose token is scored.
 
 Each data file is one *source*; `ExampleSet` concatenates the sources' examples without
 materialising them (NTP pieces are cut from the memory-mapped token cache on demand), and
-`data.mixture` decides how often each source is drawn.
+`data.mixture` decides how often each source is drawn. A source may be drawn anew each epoch
+(`RedrawnSource`: distractor layouts); `ExampleSet.at_epoch` gives an epoch's examples.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +28,14 @@ from ..data.long_context import (
     segment_lengths,
     span_splits,
 )
-from ..data.distractors import token_counter, with_distractors
+from ..data.distractors import DistractorBuilder, hidden_questions, token_counter, units_of, with_distractors
 from ..data.qa import QAExample, keep_tail, load_qa
 from ..data.token_cache import TokenizedCorpus, is_held_out, tokenized_corpus
 from ..errors import DataError
 from ..prompting import PromptTemplate
 
 MIN_CONTEXT, MIN_CONTINUATION = 32, 16  # the shortest remainder of a document still worth a piece
+LONG_VALIDATION_SPANS = 32  # long NTP validation spans per length (fewer when val_examples is smaller)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,26 @@ class ListSource(Sequence):
 
     def __getitem__(self, index: int) -> Example:
         return self.examples[index]
+
+
+class RedrawnSource(ListSource):
+    """Examples drawn anew each epoch: `draw(epoch)` gives an epoch's examples, as many every epoch.
+
+    The examples held are those of `epoch`; `at_epoch` draws another epoch's (deterministic, so a
+    run resumed mid-epoch sees the same examples as one that was not interrupted).
+    """
+
+    def __init__(self, name: str, draw: Callable[[int], list[Example]], epoch: int = 0):
+        super().__init__(name, draw(epoch))
+        self.draw, self.epoch = draw, int(epoch)
+
+    def at_epoch(self, epoch: int) -> "RedrawnSource":
+        if epoch == self.epoch:
+            return self
+        drawn = RedrawnSource(self.name, self.draw, epoch)
+        if len(drawn) != len(self):
+            raise DataError(f"{self.name}: epoch {epoch} drew {len(drawn)} examples, epoch {self.epoch} {len(self)}")
+        return drawn
 
 
 class CorpusPieces(Sequence):
@@ -184,6 +206,12 @@ class ExampleSet(Sequence):
             kept.append(SubsetSource(source, np.sort(rng.choice(len(source), count, replace=False))))
         return ExampleSet(kept)
 
+    def at_epoch(self, epoch: int) -> "ExampleSet":
+        """The examples of an epoch: each `RedrawnSource` drawn for it, the other sources as they are (self if none changes)."""
+        if all(not isinstance(s, RedrawnSource) or s.epoch == epoch for s in self.sources):
+            return self
+        return ExampleSet([s.at_epoch(epoch) if isinstance(s, RedrawnSource) else s for s in self.sources])
+
     def head(self, count: int) -> "ExampleSet":
         """Only the first `count` examples (quick runs, overfit checks)."""
         kept, left = [], count
@@ -197,12 +225,16 @@ class ExampleSet(Sequence):
 
 @dataclass
 class Split:
-    """train: its last `long_sources` sources are long-context ones (several chunks per context)."""
+    """train: its last `long_sources` sources are long-context ones (several chunks per context).
+
+    long_validation: a long NTP run's held-out spans at each length (`long_ntp_data`).
+    """
 
     train: ExampleSet
     validation: list[Example]
     held_out_questions: list[QAExample] = field(default_factory=list)
     long_sources: int = 0
+    long_validation: dict[int, list[Example]] = field(default_factory=dict)
 
 
 def interleave(groups: Sequence[Sequence], limit: int) -> list:
@@ -239,19 +271,24 @@ def load_ntp(
     val_examples: int = 256,
     max_documents: int | None = None,
     show_progress: bool = True,
+    apart: Sequence[np.ndarray] | None = None,
 ) -> Split:
     """NTP pieces of corpora (one source each, tokenised once into the token cache), split by document.
 
     files: corpus files or `hf:NAME[:SPLIT]` datasets (streamed into the cache; `max_documents`
         keeps the first N documents of each). `extra_qa`: QA files whose training-side
         contexts join as one more source.
+    apart: per file, (documents,) bool: documents also kept out of training, beside the
+        validation slice (a long NTP run's validation articles, `LongNTP.held`); the
+        validation pieces are the same with or without it.
     """
     train, validation = [], []
-    for spec in files:
+    for k, spec in enumerate(files):
         corpus = tokenized_corpus(spec, backbone.tokenizer, max_documents=max_documents, show_progress=show_progress)
         held = corpus.held_out(validation_permille)
         name = str(spec).rsplit("/", 1)[-1]
-        train.append(CorpusPieces(name, corpus, np.flatnonzero(~held), context_tokens, continuation_tokens))
+        training = ~held if apart is None else ~held & ~apart[k]
+        train.append(CorpusPieces(name, corpus, np.flatnonzero(training), context_tokens, continuation_tokens))
         validation.append(CorpusPieces(name, corpus, np.flatnonzero(held), context_tokens, continuation_tokens))
     if extra_qa:
         contexts = sorted({qa.context for spec in extra_qa for qa in load_qa(str(spec))
@@ -278,17 +315,48 @@ def long_spans(
         `load_ntp` holds out (by document) for the validation of its short pieces, so that
         training beside those pieces never reads their validation text.
     """
-    corpus = tokenized_corpus(spec, tokenizer, max_documents=max_documents, show_progress=show_progress)
-    articles = corpus_articles(spec, corpus, tokenizer)
-    side = held_out_articles(articles, validation_permille).astype(np.int8)  # 0: training, 1: validation
-    if apart_from_pieces:
-        piece_held = corpus.held_out(validation_permille)
-        side[np.asarray([s == 0 and bool(piece_held[a.documents].any()) for a, s in zip(articles, side)], dtype=bool)] = -1
-    separator = tokenizer(CHUNK_SEPARATOR, add_special_tokens=False)["input_ids"]
-    name = f"{str(spec).rsplit('/', 1)[-1]}@{context_tokens}"
-    sources = [LongSpans(name, corpus, [a for a, s in zip(articles, side) if s == k], context_tokens,
-                         continuation_tokens, separator) for k in (0, 1)]
-    return sources[0], sources[1]
+    sides = ArticleSides.of(tokenizer, spec, validation_permille=validation_permille, max_documents=max_documents,
+                            show_progress=show_progress, apart_from_pieces=apart_from_pieces)
+    return sides.spans(0, context_tokens, continuation_tokens), sides.spans(1, context_tokens, continuation_tokens)
+
+
+@dataclass
+class ArticleSides:
+    """The articles of one corpus file and the side of each: 0 training, 1 validation, -1 neither."""
+
+    name: str
+    corpus: TokenizedCorpus
+    articles: list[Article]
+    side: np.ndarray  # int8 (articles,)
+    separator_ids: list[int]
+
+    @classmethod
+    def of(cls, tokenizer, spec: str, *, validation_permille: int, max_documents: int | None = None,
+           show_progress: bool = True, apart_from_pieces: bool = False) -> "ArticleSides":
+        """Articles held out by a hash of their key (`long_spans` says what `apart_from_pieces` adds)."""
+        corpus = tokenized_corpus(spec, tokenizer, max_documents=max_documents, show_progress=show_progress)
+        articles = corpus_articles(spec, corpus, tokenizer)
+        side = held_out_articles(articles, validation_permille).astype(np.int8)
+        if apart_from_pieces:
+            piece_held = corpus.held_out(validation_permille)
+            touched = [s == 0 and bool(piece_held[a.documents].any()) for a, s in zip(articles, side)]
+            side[np.asarray(touched, dtype=bool)] = -1
+        separator = tokenizer(CHUNK_SEPARATOR, add_special_tokens=False)["input_ids"]
+        return cls(str(spec).rsplit("/", 1)[-1], corpus, articles, side, separator)
+
+    def spans(self, side: int, context_tokens: int, continuation_tokens: int) -> LongSpans:
+        """The spans of the articles of one side at one length."""
+        return LongSpans(f"{self.name}@{context_tokens}", self.corpus,
+                         [a for a, s in zip(self.articles, self.side) if s == side], context_tokens,
+                         continuation_tokens, self.separator_ids)
+
+    def documents(self, side: int) -> np.ndarray:
+        """(documents,) bool: the documents of the articles of one side."""
+        mask = np.zeros(len(self.corpus), dtype=bool)
+        for article, s in zip(self.articles, self.side):
+            if s == side:
+                mask[article.documents] = True
+        return mask
 
 
 # ---------------------------------------------------------------------------- SFT
@@ -341,33 +409,72 @@ def sft_examples(backbone, qas: Sequence[QAExample], template: PromptTemplate, c
 
 
 # ---------------------------------------------------------------------------- long contexts
-def long_ntp_sources(backbone, files: Sequence[str], lengths: Sequence[int], *, continuation_tokens: int,
-                     validation_permille: int, max_documents: int | None = None,
-                     show_progress: bool = True) -> list[LongSpans]:
-    """Training spans of each corpus at each length (`long_spans`), none from an article with validation text."""
-    return [long_spans(backbone.tokenizer, str(spec), context_tokens=length, continuation_tokens=continuation_tokens,
-                       validation_permille=validation_permille, max_documents=max_documents,
-                       show_progress=show_progress, apart_from_pieces=True)[0]
-            for spec in files for length in lengths]
+@dataclass
+class LongNTP:
+    """A long NTP run's spans: its training sources, its fixed validation spans, and the documents these hold out.
+
+    train: one source per (file, length), file-major.
+    validation: per length, the held-out spans scored at every validation (lengths in `too_short` absent).
+    held: per file, (documents,) bool: the documents of its validation articles; `load_ntp(apart=...)`
+        keeps them out of the short training pieces too, so no training example reads them.
+    too_short: the lengths at which no held-out article is long enough for a span.
+    """
+
+    train: list[LongSpans]
+    validation: dict[int, list[Example]]
+    held: list[np.ndarray]
+    too_short: list[int]
+
+
+def long_ntp_data(backbone, files: Sequence[str], lengths: Sequence[int], *, continuation_tokens: int,
+                  validation_permille: int, seed: int, validation_spans: int = LONG_VALIDATION_SPANS,
+                  max_documents: int | None = None, show_progress: bool = True) -> LongNTP:
+    """Long NTP spans of each corpus at each length, for training and for validation, apart from each other.
+
+    Articles are held out whole, by a hash of their key (`data.long_context.held_out_articles`):
+    training spans come only from the other articles, less any holding a document of the short
+    pieces' validation slice (`long_spans`, apart_from_pieces); validation spans only from the
+    held-out articles, whose documents (`held`) no training piece reads either. The validation
+    spans of a length are `validation_spans` of them, taken round-robin over the files, each
+    file's in an order drawn once from `seed`: the same set at every validation and epoch.
+    """
+    train, held, found = [], [], {length: [] for length in lengths}
+    for index, spec in enumerate(files):
+        sides = ArticleSides.of(backbone.tokenizer, str(spec), validation_permille=validation_permille,
+                                max_documents=max_documents, show_progress=show_progress, apart_from_pieces=True)
+        held.append(sides.documents(1))
+        for length in lengths:
+            train.append(sides.spans(0, length, continuation_tokens))
+            spans = sides.spans(1, length, continuation_tokens)
+            order = np.random.default_rng([seed, length, index, 6151]).permutation(len(spans))
+            found[length].append(SubsetSource(spans, order))
+    validation = {length: interleave(groups, validation_spans) for length, groups in found.items()}
+    too_short = [length for length in lengths if not validation[length]]
+    return LongNTP(train, {k: v for k, v in validation.items() if v}, held, too_short)
 
 
 def distractor_sources(backbone, files: Sequence[str], lengths: Sequence[int], *, validation_permille: int, seed: int,
-                       template: PromptTemplate | None = None) -> list[ListSource]:
+                       template: PromptTemplate | None = None) -> list[RedrawnSource]:
     """SFT examples whose contexts hide the gold paragraph among distractors, one source per (file, length).
 
     Only a file's training-side questions are used, and their contexts are the only
-    distractors: no held-out (validation) paragraph enters a training document. Positions and
-    distractors are drawn from `seed` (`data.distractors.with_distractors`).
+    distractors: no held-out (validation) paragraph enters a training document, in any epoch.
+    Positions and distractors are drawn anew each epoch from (seed, epoch) (`RedrawnSource`,
+    `data.distractors.DistractorBuilder`); epoch 0 draws those of `with_distractors(seed=seed)`.
     """
     template = template or PromptTemplate()
     count = token_counter(backbone.tokenizer)
     sources = []
     for spec in files:
         qas = [qa for qa in load_qa(str(spec)) if not is_held_out(qa.context, validation_permille)]
+        builder = DistractorBuilder([qa.context for qa in qas], count, seed)  # one count of the paragraphs
+        units = units_of(qas)
         for length in lengths:
-            hidden = with_distractors(qas, count, length, seed=seed, measure=False)
-            name = f"{str(spec).rsplit('/', 1)[-1]}@{length}"
-            sources.append(ListSource(name, sft_examples(backbone, hidden, template, length)))
+            def draw(epoch: int, length: int = length, builder: DistractorBuilder = builder, units=units) -> list[Example]:
+                hidden = hidden_questions(builder, units, length, measure=False, epoch=epoch)
+                return sft_examples(backbone, hidden, template, length)
+
+            sources.append(RedrawnSource(f"{str(spec).rsplit('/', 1)[-1]}@{length}", draw))
     return sources
 
 

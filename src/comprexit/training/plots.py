@@ -37,6 +37,8 @@ def plot_run(metrics_path: Path, output: Path, title: str = "") -> Path | None:
     points = [(r["step"], r["ce"]) for r in val if "ce" in r]
     if points:
         ax.plot(*zip(*points), "o-", label="validation ce")
+    for key in _long_keys(val, "ce@"):  # long NTP validation, one line per length
+        ax.plot(*zip(*[(r["step"], r[key]) for r in val if key in r]), "s:", label=f"validation {key}")
     bounds = next((r for r in rows if r.get("kind") == "bounds"), None)
     if bounds:
         ax.axhline(bounds["ce_full_context"], color="green", ls="--", lw=1, label="full context (frozen)")
@@ -54,12 +56,20 @@ def plot_run(metrics_path: Path, output: Path, title: str = "") -> Path | None:
     if len(axes) > 2:
         ax = axes[2]
         ax.plot(*zip(*[(r["step"], r["f1"]) for r in val if "f1" in r]), "o-", label="validation F1")
+        for key in _long_keys(val, "f1@"):  # distractor SFT validation, one line per length
+            ax.plot(*zip(*[(r["step"], r[key]) for r in val if key in r]), "s:", label=f"validation {key}")
         if bounds and "f1_full_context" in bounds:
             ax.axhline(bounds["f1_full_context"], color="green", ls="--", lw=1, label="zero-shot full context")
         ax.set_xlabel("step")
         ax.set_ylabel("F1 (held-out train questions)")
         ax.legend(fontsize=7)
     return save_figure(fig, output, title)
+
+
+def _long_keys(rows: list[dict], prefix: str) -> list[str]:
+    """The per-length validation keys (`ce@2048`, ...) found in the rows, shortest length first."""
+    keys = {k for r in rows for k in r if k.startswith(prefix) and k[len(prefix):].isdigit()}
+    return sorted(keys, key=lambda k: int(k[len(prefix):]))
 
 
 def plot_runs(runs: dict[str, Path], examples_per_step: dict[str, int], output: Path, title: str = "") -> Path | None:

@@ -22,6 +22,7 @@ import json
 import math
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ from ..methods import create_method
 from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
 from . import checkpoints
 from .config import TrainConfig
-from .data import (Example, ExampleSet, Split, bucketed_batches, distractor_sources, load_ntp, load_sft,
-                   long_ntp_sources, long_validation_questions)
+from .data import (LONG_VALIDATION_SPANS, Example, ExampleSet, LongNTP, Split, bucketed_batches, distractor_sources,
+                   load_ntp, load_sft, long_ntp_data, long_validation_questions)
 from .objectives import (AutoencodeMarker, LossWeights, Timer, batch_losses, combined_loss, gap_closed, reference_losses,
                          teacher_losses)
 from .plots import plot_run
@@ -99,6 +100,7 @@ class Trainer:
         self.teacher = self._load_teacher()
         started = time.perf_counter()
         self._build_token_caches()
+        self.long_notes: list[str] = []  # what long validation leaves out, said once (see _long_ntp)
         self.split = self._load_data()
         self.data_seconds = time.perf_counter() - started
         self.val_questions = (QADataset("validation", self.split.held_out_questions, source="held-out train questions")
@@ -145,11 +147,12 @@ class Trainer:
 
     def _load_data(self) -> Split:
         c = self.config
+        long = self._long_ntp() if c.phase == "ntp" and c.long_lengths else None
         if c.phase == "ntp":
             split = load_ntp(
                 self.backbone, c.data, context_tokens=c.context_tokens, continuation_tokens=c.continuation_tokens,
                 validation_permille=c.validation_permille, extra_qa=c.extra_ntp, val_examples=c.val_examples,
-                max_documents=c.max_corpus_documents, show_progress=self.is_main,
+                max_documents=c.max_corpus_documents, show_progress=self.is_main, apart=long.held if long else None,
             )
         else:
             split = load_sft(
@@ -167,22 +170,40 @@ class Trainer:
         sources = len(split.train.sources)
         if c.data_weights is not None and len(c.data_weights) != sources:
             raise ConfigError(f"data_weights has {len(c.data_weights)} value(s) for {sources} sources ({split.train.names})")
-        return self._with_long_sources(split) if c.long_lengths else split
+        return self._with_long_sources(split, long) if c.long_lengths else split
 
-    def _with_long_sources(self, split: Split) -> Split:
+    def _long_ntp(self) -> LongNTP:
+        """With long_context_tokens, the long spans for training and validation (`long_ntp_data`).
+
+        A length at which no held-out article gives a span is not validated: said once here (and
+        in a note row of metrics.jsonl), the run goes on.
+        """
+        c = self.config
+        long = long_ntp_data(self.backbone, c.data, c.long_lengths, continuation_tokens=c.continuation_tokens,
+                             validation_permille=c.validation_permille, seed=c.seed,
+                             validation_spans=min(LONG_VALIDATION_SPANS, c.val_examples),
+                             max_documents=c.max_corpus_documents, show_progress=self.is_main)
+        self.long_notes = [f"no long validation span of {length} tokens: the held-out articles of {c.data} are "
+                           f"shorter, so ce@{length} is not reported" for length in long.too_short]
+        if self.is_main:
+            for note in self.long_notes:
+                warnings.warn(note, stacklevel=2)
+        return long
+
+    def _with_long_sources(self, split: Split, long: LongNTP | None) -> Split:
         """The split with one long-context training source per (data file, length) after the usual ones."""
         c = self.config
-        if c.phase == "ntp":
-            long = long_ntp_sources(self.backbone, c.data, c.long_lengths, continuation_tokens=c.continuation_tokens,
-                                    validation_permille=c.validation_permille, max_documents=c.max_corpus_documents,
-                                    show_progress=self.is_main)
+        if long is not None:
+            sources, validation = long.train, long.validation
         else:
-            long = distractor_sources(self.backbone, c.data, c.long_lengths, validation_permille=c.validation_permille,
-                                      seed=c.seed)
-        if not sum(len(source) for source in long):
+            sources = distractor_sources(self.backbone, c.data, c.long_lengths, validation_permille=c.validation_permille,
+                                         seed=c.seed)
+            validation = {}
+        if not sum(len(source) for source in sources):
             raise ConfigError(f"no long examples of {c.long_lengths} tokens could be built from {c.data}: "
                               "its documents are shorter")
-        return Split(ExampleSet(split.train.sources + long), split.validation, split.held_out_questions, len(long))
+        return Split(ExampleSet(split.train.sources + sources), split.validation, split.held_out_questions, len(sources),
+                     validation)
 
     def _long_validation_questions(self) -> dict[int, QADataset]:
         """With distractor_tokens, the held-out questions among distractors at each length (see _validation_f1)."""
@@ -275,13 +296,21 @@ class Trainer:
         return state
 
     # ------------------------------------------------------------------ data order
+    def _train_at(self, epoch: int) -> ExampleSet:
+        """The training set of an epoch, in `split.train` from now on: sources drawn per epoch (distractor
+        layouts) drawn for it from (seed, epoch), in place of the last epoch's draw (one draw is held)."""
+        started = time.perf_counter()
+        self.split.train = self.split.train.at_epoch(epoch)
+        self.data_seconds += time.perf_counter() - started  # a redraw's time counts as data time
+        return self.split.train
+
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The global batches of an epoch (indices into the training set), the same on every process.
+        """The global batches of an epoch (indices into `_train_at(epoch)`), the same on every process.
 
         Long-context examples (the last `split.long_sources` sources) join as `long_share` of the
         epoch, batched per source, so that a batch holds examples of one length.
         """
-        c, train = self.config, self.split.train
+        c, train = self.config, self._train_at(epoch)
         seed = c.seed * 100003 + epoch
         usual = len(train.sources) - self.split.long_sources
         indices = epoch_indices(train.sizes[:usual], c.data_weights, c.seed, epoch)
@@ -386,9 +415,33 @@ class Trainer:
         row["gap_closed"] = gap_closed(row["ce"], self.bounds)
         if "ce_teacher" in self.bounds:
             row["gap_closed_teacher"] = gap_closed(row["ce"], self.bounds, upper="ce_teacher")
+        if self.split.long_validation:
+            row.update(self._validation_long_ce(row["ce"]))
         if self.val_questions is not None and len(self.val_questions):
             row.update(self._validation_f1())
         self.encoder.train()
+        return row
+
+    def _validation_long_ce(self, ce: float) -> dict[str, float]:
+        """With long_context_tokens, the CE of the held-out long spans' continuations at each length (`ce@LENGTH`,
+        compressed chunk by chunk in chunks of context_tokens, as training reads them; the CE alone, whatever the
+        objectives), and the score that selects the best checkpoint, `ce_selection`, the mean of the plain
+        validation CE `ce` and every long one (lower is better). A length without held-out spans is left out."""
+        c, device = self.config, self.accelerator.device
+        lengths = list(self.split.long_validation)
+        totals = torch.zeros(len(lengths), 2, device=device)  # (lengths, [CE sum, scored tokens])
+        batch = c.long_batch_size or c.batch_size
+        for k, length in enumerate(lengths):
+            spans = self._shard(self.split.long_validation[length])
+            for start in range(0, len(spans), batch):
+                losses = batch_losses(self.backbone, self.encoder, spans[start : start + batch], LossWeights(ce=1.0),
+                                      chunk_tokens=c.context_tokens)
+                totals[k, 0] += losses.sums["ce"].float()
+                totals[k, 1] += losses.tokens["ce"]
+        totals = self.accelerator.reduce(totals, reduction="sum") if self.world > 1 else totals
+        row = {f"ce@{length}": float(totals[k, 0] / totals[k, 1].clamp_min(1)) for k, length in enumerate(lengths)}
+        scores = [ce] + list(row.values())
+        row["ce_selection"] = sum(scores) / len(scores)
         return row
 
     def _validation_f1(self) -> dict[str, float]:
@@ -454,7 +507,17 @@ class Trainer:
                   "long_context": {"long_context_tokens": c.long_context_tokens, "distractor_tokens": c.distractor_tokens,
                                    "long_share": c.long_share if c.long_lengths else None,
                                    "chunk_tokens": c.context_tokens},
-                  "data_seconds": round(self.data_seconds, 2)})
+                  "data_seconds": round(self.data_seconds, 2), **self._long_validation_sizes()})
+        for note in self.long_notes:
+            self.log({"kind": "note", "step": 0, "note": note})
+
+    def _long_validation_sizes(self) -> dict:
+        """For the bounds row of a run validated at long lengths: the held-out examples at each length."""
+        if self.split.long_validation:
+            return {"long_validation": {length: len(spans) for length, spans in self.split.long_validation.items()}}
+        if self.val_long:
+            return {"long_validation": {length: len(questions) for length, questions in self.val_long.items()}}
+        return {}
 
     # ------------------------------------------------------------------ the loop
     def train(self, stop_at_step: int | None = None) -> dict:
@@ -569,9 +632,12 @@ class Trainer:
         return grad_norm
 
     def _validate_and_select(self, step: int) -> None:
+        """Validate, and keep the weights in best/ when they score best so far: SFT by F1 (with distractor_tokens
+        `f1_selection`, the mean of the plain and every long F1), NTP by CE (with long_context_tokens
+        `ce_selection`, the mean of the plain CE and every long one, see _validation_long_ce)."""
         row = self.validate()
         self.log({"kind": "validation", "step": step, **row})
-        score = -row.get("f1_selection", row["f1"]) if "f1" in row else row["ce"]
+        score = -row.get("f1_selection", row["f1"]) if "f1" in row else row.get("ce_selection", row["ce"])
         if score < self.best_val:
             self.best_val = score
             if self.is_main:
