@@ -120,6 +120,9 @@ class Backbone:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        # the module both passes run (`frozen_pass`, `final_hidden`): the model without its LM head;
+        # `training.compiled.compiled_backbone` gives a view whose body is compiled
+        self.body = model.base_model
         model.eval()
         model.requires_grad_(False)
         config = model.config
@@ -247,7 +250,7 @@ class Backbone:
         the cached positions and then the new ones; only the new positions' states are returned.
         """
         cache = cache_argument(past_key_values) if past_key_values is not None else {}
-        return self.model.base_model(
+        return self.body(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
             **cache,
         ).last_hidden_state
@@ -265,7 +268,7 @@ class Backbone:
         """
         inputs = assemble(self, Tokens([self.bos_ids + list(row) for row in rows]), side=RIGHT)
         padded = len({len(row) for row in rows}) > 1
-        out = self.model.base_model(
+        out = self.body(
             input_ids=inputs.input_ids,
             attention_mask=inputs.attention_mask if padded else None,
             output_hidden_states=all_layers,

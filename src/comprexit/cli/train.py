@@ -21,7 +21,8 @@ SPECIAL = {"phase", "compressor"}
 # Settings of the session rather than of the recipe: a resumed run takes them anew from the
 # command line (a device call that resumes has its own time limit; a run folder may have been
 # moved to another machine), and keeps everything else.
-SESSION_SETTINGS = ("output_dir", "max_minutes", "save_every", "log_every", "eval_every", "long_batch_size")
+# --compile changes how the passes run, not what they compute (to float rounding), so it is one too.
+SESSION_SETTINGS = ("output_dir", "max_minutes", "save_every", "log_every", "eval_every", "long_batch_size", "compile")
 # Options whose values are fixed lists.
 CHOICES = {"mixed_precision": PRECISIONS}
 SHORT = {"output_dir": ["-o"]}

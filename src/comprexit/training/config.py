@@ -91,6 +91,9 @@ class TrainConfig:
               "of the first steps (logged as a 'plan' row; max_steps/epochs only start the run)")
     mixed_precision: str = _field("auto", "auto (bf16 on a GPU), bf16, fp16 or no")
     profile_steps: int = _field(0, "time the parts of the first N steps (synchronises the GPU)")
+    compile: bool = _field(
+        False, "run the frozen backbone's encoder and decoder passes under torch.compile (dynamic shapes; the "
+               "first steps compile; refused in one line where torch.compile cannot build kernels)")
 
     def __post_init__(self) -> None:
         problems = []
@@ -154,6 +157,8 @@ class TrainConfig:
             problems.append(f"max_corpus_documents must be >= 1, got {self.max_corpus_documents!r}")
         if not isinstance(self.checkpoint_shard_mb, (int, float)) or not self.checkpoint_shard_mb > 0:
             problems.append(f"checkpoint_shard_mb must be > 0, got {self.checkpoint_shard_mb!r}")
+        if not isinstance(self.compile, bool):
+            problems.append(f"compile must be true or false, got {self.compile!r}")
         if self.teacher is not None and not self.kl_weight > 0:
             problems.append("teacher is only read by the KL term: give kl_weight > 0 with it")
         problems.extend(self._long_problems())

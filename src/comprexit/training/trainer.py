@@ -44,6 +44,7 @@ from ..evaluation.runner import EvalSettings, evaluate
 from ..methods import create_method
 from ..methods.trainable import ContextEncoder, encoder_class, load_encoder
 from . import checkpoints
+from .compiled import check_compiler, compiled_backbone
 from .config import TrainConfig
 from .data import (LONG_VALIDATION_SPANS, Example, ExampleSet, LongNTP, Split, bucketed_batches, distractor_sources,
                    load_ntp, load_sft, long_ntp_data, long_validation_questions)
@@ -96,7 +97,11 @@ class Trainer:
         self.encoder_class.check_ablation(config.ablation)
         if config.teacher is not None:  # before the backbone loads, also for callers of the Python API
             check_teacher(config.teacher)
+        if config.compile:
+            check_compiler(self.accelerator.device)
         self.backbone = backbone or Backbone.load(config.backbone, device=self.accelerator.device)
+        if config.compile:  # a view: a backbone passed in stays eager for its other users
+            self.backbone = compiled_backbone(self.backbone)
         self.teacher = self._load_teacher()
         started = time.perf_counter()
         self._build_token_caches()
