@@ -124,5 +124,6 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(config, resume=args.resume)  # files and folders, before the backbone loads
     trainer = Trainer(config, resume=args.resume)
     summary = trainer.train()
+    trainer.accelerator.end_training()  # releases the process group of a several-GPU run (NCCL warns otherwise)
     print(json.dumps(summary))
     return 0
