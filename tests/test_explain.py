@@ -19,7 +19,6 @@ from comprexit.reader import Reader
 from comprexit.reporting import explain_text, write_page
 from comprexit.reporting.explain import token_texts
 from comprexit.reporting.explain_figures import plan_grid, token_bins
-from comprexit.reporting.explain_page import DRAW_FLOOR, page_data
 
 from tiny import save_tiny_backbone, tiny_backbone
 

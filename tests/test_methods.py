@@ -19,7 +19,7 @@ from comprexit.prefix import KVPrefix, KVPrefixBatch, SoftPrefix
 from comprexit.training.data import Example
 from comprexit.training.objectives import AutoencodeMarker, LossWeights, batch_losses, combined_loss, decoder_hidden, kv_decoder_hidden
 
-from tiny import tiny_backbone
+from tiny import cli, tiny_backbone
 
 # small configs of every trainable method (fast on a CPU)
 CONFIGS = {
@@ -439,14 +439,6 @@ def backbone_folder(tmp_path_factory):
     from tiny import save_tiny_backbone
 
     return save_tiny_backbone("llama", tmp_path_factory.mktemp("backbone"))
-
-
-def cli(capsys, *argv):
-    from comprexit.cli import main
-
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("name", sorted(METHOD_OPTIONS))

@@ -12,16 +12,14 @@ import pytest
 import torch
 
 from comprexit import ComprExIT, ComprExITConfig, ConfigError
-from comprexit.cli import main
 from comprexit.methods.comprexit import ComprExITEncoder
 from comprexit.saving import CONFIG_FILE
-from comprexit.training.config import TrainConfig
 from comprexit.training.data import Example
 from comprexit.training.objectives import LossWeights, batch_losses
 from comprexit.training.trainer import Trainer
 from comprexit.weights import SHIPPED, WEIGHTS_DIR
 
-from tiny import save_tiny_backbone, tiny_backbone
+from tiny import cli, lever_sft_config, save_tiny_backbone, tiny_backbone
 
 W = 48
 GEMMA_PARAMETERS = 268_098_176  # Gemma-3-270M, as `comprexit info` reports it
@@ -55,12 +53,6 @@ def as_if_trained(branch):
     with torch.no_grad():
         for parameter in branch.parameters():
             parameter.normal_(0, 0.05)
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------ off: nothing changes
@@ -150,11 +142,7 @@ def test_added_to_the_shipped_weights_it_costs_under_two_percent_of_gemma_and_ke
 
 # ------------------------------------------------------------------ --init: added over trained weights
 def sft_config(tmp_path, qa_file, init, **changes):
-    values = dict(phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "sft"), lr=3e-2, batch_size=4,
-                  max_steps=2, init=str(init), validation_permille=200, val_questions=4, eval_every=100,
-                  save_every=100, log_every=1, warmup_ratio=0.0, mixed_precision="no")
-    values.update(changes)
-    return TrainConfig(**values)
+    return lever_sft_config(tmp_path, qa_file, init, **{"max_steps": 2, **changes})
 
 
 def test_added_over_trained_weights_the_slots_start_identical_and_the_branch_trains(tmp_path, qa_file):

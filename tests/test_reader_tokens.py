@@ -13,19 +13,17 @@ import torch
 
 from comprexit import ComprExIT, ComprExITConfig, ConfigError
 from comprexit.chunks import join_chunks, split_chunks
-from comprexit.cli import main
 from comprexit.document import CompressedDocument
 from comprexit.methods.comprexit import ComprExITEncoder, ComprExITMethod
 from comprexit.methods.prompt_tuning import PromptTuningConfig, PromptTuningEncoder
 from comprexit.reader import Reader
 from comprexit.reporting import explain_text
 from comprexit.saving import CONFIG_FILE
-from comprexit.training.config import TrainConfig
 from comprexit.training.data import Example
 from comprexit.training.objectives import LossWeights, batch_losses, frozen_pass
 from comprexit.training.trainer import Trainer
 
-from tiny import save_tiny_backbone, tiny_backbone
+from tiny import cli, lever_sft_config, save_tiny_backbone, tiny_backbone
 
 CHUNK = 96
 P = 5
@@ -43,12 +41,6 @@ def compressor(backbone, seed=0, **fields):
     with torch.no_grad():
         model.width.capacity.weight.normal_(0, 0.3)
     return model
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------ off: nothing changes
@@ -168,19 +160,13 @@ def test_reader_tokens_are_saved_and_loaded_with_the_weights_and_with_a_document
 
 
 # ------------------------------------------------------------------ --init: added over trained weights
-def sft_config(tmp_path, qa_file, init, **changes):
-    values = dict(phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "sft"), lr=3e-2, batch_size=4,
-                  max_steps=3, init=str(init), validation_permille=200, val_questions=4, eval_every=100,
-                  save_every=100, log_every=1, warmup_ratio=0.0, mixed_precision="no")
-    values.update(changes)
-    return TrainConfig(**values)
 
 
 def test_added_over_trained_weights_every_loaded_tensor_is_kept_and_the_new_ones_train(tmp_path, qa_file):
     backbone = tiny_backbone("llama")  # (the tiny Gemma's default draw reads every SFT input alike: no gradient)
     trained = compressor(backbone, embedding_skip=True)
     trained.save_pretrained(tmp_path / "ntp")
-    cfg = sft_config(tmp_path, qa_file, tmp_path / "ntp", compressor={"reader_tokens": P, "chunk_positions": 2})
+    cfg = lever_sft_config(tmp_path, qa_file, tmp_path / "ntp", compressor={"reader_tokens": P, "chunk_positions": 2})
     trainer = Trainer(cfg, backbone=backbone)
     started = trainer.unwrapped.compressor
     assert started.config.embedding_skip and started.config.reader_tokens == P  # the init's config, plus the lever
@@ -200,11 +186,11 @@ def test_with_init_any_other_method_config_field_is_refused(tmp_path, qa_file):
     for fields in ({"ratio": 8}, {"reader_tokens": P, "window": 64}):
         with pytest.raises(ConfigError, match=r"init \(trained weights, whose config is fixed\) takes method config "
                                               r"fields only chunk_positions, reader_tokens"):
-            sft_config(tmp_path, qa_file, tmp_path, compressor=fields)
+            lever_sft_config(tmp_path, qa_file, tmp_path, compressor=fields)
     with pytest.raises(ConfigError, match="takes method config fields none"):
-        sft_config(tmp_path, qa_file, tmp_path, method="prompt-tuning", compressor={"reader_tokens": P})
+        lever_sft_config(tmp_path, qa_file, tmp_path, method="prompt-tuning", compressor={"reader_tokens": P})
     with pytest.raises(ConfigError, match="give either init .* or an ablation"):
-        sft_config(tmp_path, qa_file, tmp_path, ablation="last-layer")
+        lever_sft_config(tmp_path, qa_file, tmp_path, ablation="last-layer")
     on = ComprExITConfig(window=32, chunk_positions=3, reader_tokens=4)
     assert on.with_additions({"reader_tokens": 4, "chunk_positions": 3}) == on  # already on at that value: nothing new
     with pytest.raises(ConfigError, match="already have reader_tokens=4; cannot change to reader_tokens=8"):

@@ -18,6 +18,13 @@ def write_run(folder: Path, lr: float, batch: int, step: int, f1: float, ce: flo
     (folder / "best" / "selection.json").write_text(json.dumps({"step": step, "f1": f1, "ce": ce}))
 
 
+def write_lever_run(folder: Path, compressor: dict, f1: float, ce: float) -> None:
+    """A finished lever run at lr 6e-4, batch 256, step 300, whose compressor config adds `compressor`."""
+    write_run(folder, 6e-4, 256, 300, f1=f1, ce=ce)
+    config = {"lr": 6e-4, "global_batch_size": 256, "compressor": compressor}
+    (folder / "train_config.json").write_text(json.dumps(config))
+
+
 def test_sweep_choice_takes_the_best_f1_and_breaks_near_ties_by_answer_ce(tmp_path):
     write_run(tmp_path / "a", 6e-4, 256, 60, f1=30.1, ce=1.80)
     write_run(tmp_path / "b", 1.2e-3, 256, 60, f1=30.4, ce=1.90)  # best F1, but 'a' is within 0.5 with a lower CE
@@ -35,11 +42,7 @@ def test_sweep_choice_refuses_a_sweep_without_finished_runs(tmp_path):
 
 
 def test_lever_choice_prints_the_winning_lever_or_nothing_when_no_lever_wins(tmp_path):
-    def lever_run(name: str, compressor: dict, f1: float, ce: float) -> None:
-        write_run(tmp_path / name, 6e-4, 256, 300, f1=f1, ce=ce)
-        config = {"lr": 6e-4, "global_batch_size": 256, "compressor": compressor}
-        (tmp_path / name / "train_config.json").write_text(json.dumps(config))
-
+    lever_run = lambda name, compressor, f1, ce: write_lever_run(tmp_path / name, compressor, f1, ce)  # noqa: E731
     lever_run("none", {}, f1=30.0, ce=1.80)
     lever_run("reader_tokens_32", {"reader_tokens": 32}, f1=31.5, ce=1.75)
     done = run_script("scripts/device/best_of_sweep.py", "--lever", str(tmp_path))
@@ -52,11 +55,7 @@ def test_lever_choice_prints_the_winning_lever_or_nothing_when_no_lever_wins(tmp
 
 
 def test_lever_choice_passes_on_a_projector_branch_alone_or_with_reader_tokens(tmp_path):
-    def lever_run(name: str, compressor: dict, f1: float, ce: float) -> None:
-        write_run(tmp_path / name, 6e-4, 256, 300, f1=f1, ce=ce)
-        config = {"lr": 6e-4, "global_batch_size": 256, "compressor": compressor}
-        (tmp_path / name / "train_config.json").write_text(json.dumps(config))
-
+    lever_run = lambda name, compressor, f1, ce: write_lever_run(tmp_path / name, compressor, f1, ce)  # noqa: E731
     lever_run("none", {}, f1=29.3, ce=1.87)
     lever_run("projector_branch_1024", {"projector_branch": 1024, "reader_tokens": 0}, f1=30.0, ce=1.85)
     lever_run("projector_branch_2048", {"projector_branch": 2048}, f1=31.0, ce=1.84)

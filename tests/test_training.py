@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from comprexit.training import checkpoints
 from comprexit.training.config import TrainConfig
-from comprexit.training.data import Example, bucketed_batches, ntp_examples
+from comprexit.training.data import bucketed_batches, ntp_examples
 from comprexit.training.objectives import LossWeights, batch_losses
 from comprexit.training.trainer import Trainer
 

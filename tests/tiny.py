@@ -78,3 +78,23 @@ def save_tiny_backbone(kind: str, folder: Path) -> Path:
     backbone.model.save_pretrained(folder)
     backbone.tokenizer.save_pretrained(folder)
     return folder
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """`comprexit ARGV` in this process: its exit code, stdout and stderr (captured by pytest's `capsys`)."""
+    from comprexit.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def lever_sft_config(tmp_path: Path, qa_file: Path, init: Path, **changes):
+    """A few SFT steps on the tiny model from `init` weights (a lever added over them with `compressor=`)."""
+    from comprexit.training.config import TrainConfig
+
+    values = dict(phase="sft", data=[str(qa_file)], output_dir=str(tmp_path / "sft"), lr=3e-2, batch_size=4,
+                  max_steps=3, init=str(init), validation_permille=200, val_questions=4, eval_every=100,
+                  save_every=100, log_every=1, warmup_ratio=0.0, mixed_precision="no")
+    values.update(changes)
+    return TrainConfig(**values)
