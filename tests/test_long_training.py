@@ -389,6 +389,24 @@ def sft_config(tmp_path, qa_file, **changes):
     return TrainConfig(**values)
 
 
+def test_distractor_questions_caps_the_long_documents_to_a_seeded_sample_of_paragraphs(tmp_path, qa_file):
+    from comprexit.training.data import distractor_sources
+
+    backbone = tiny_backbone("gemma3")
+    every = distractor_sources(backbone, [str(qa_file)], [192, 256], validation_permille=200, seed=0)
+    capped = distractor_sources(backbone, [str(qa_file)], [192, 256], validation_permille=200, seed=0, max_questions=3)
+    again = distractor_sources(backbone, [str(qa_file)], [192, 256], validation_permille=200, seed=0, max_questions=3)
+    other = distractor_sources(backbone, [str(qa_file)], [192, 256], validation_permille=200, seed=1, max_questions=3)
+    prompts = lambda source: sorted(e.targets for e in source)  # noqa: E731 (questions and answers)
+    assert len(every[0]) > 3 and all(0 < len(source) <= 3 for source in capped)
+    assert prompts(capped[0]) == prompts(capped[1]) == prompts(again[0])  # the same questions at every length
+    assert set(prompts(capped[0])) <= set(prompts(every[0])) and prompts(other[0]) != prompts(capped[0])
+    with pytest.raises(ConfigError, match="distractor_questions must be a positive integer"):
+        TrainConfig(phase="sft", data=[str(qa_file)], distractor_tokens=[256], distractor_questions=0)
+    with pytest.raises(ConfigError, match="distractor_questions needs distractor_tokens"):
+        TrainConfig(phase="sft", data=[str(qa_file)], distractor_questions=10)
+
+
 def test_distractor_layouts_are_drawn_anew_each_epoch_and_alike_for_the_same_epoch(tmp_path, qa_file):
     from comprexit.data.distractors import token_counter, with_distractors
     from comprexit.prompting import PromptTemplate

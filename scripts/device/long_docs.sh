@@ -31,6 +31,10 @@ LONG_SHARE=${LONG_SHARE:-0.5}
 LONG_BATCH=${LONG_BATCH:-8}
 LONG_NTP_MINUTES=${LONG_NTP_MINUTES:-6}
 LONG_SFT_MINUTES=${LONG_SFT_MINUTES:-6}
+# Documents for at most this many training questions per file: all of squad_v11_train at 2k/4k/8k did not fit
+# 24 GiB in one process (killed by the OOM killer on the CPU machine, 2026-11-28), and a run of minutes reads a
+# fraction of them (--distractor-questions; the distractors still come from every training paragraph)
+DISTRACTOR_QUESTIONS=${DISTRACTOR_QUESTIONS:-10000}
 BENCH_LIMIT=${BENCH_LIMIT:-64}  # questions per benchmark file (all of them)
 
 bench_jobs() {  # bench_jobs FOLDER LABEL WEIGHTS: the benchmark at every length, read by WEIGHTS (and, once, the bounds)
@@ -71,7 +75,8 @@ step_long_ntp() {
 
 step_long_sft() {
   phase $RUNS/long_sft_docs sft --preset scale --init $RUNS/long_ntp/best --data $QA_TRAIN --data-weights $QA_WEIGHTS \
-    --distractor-tokens 2048 4096 8192 --long-share "$LONG_SHARE" --long-batch-size "$LONG_BATCH" --max-steps 100000 \
+    --distractor-tokens 2048 4096 8192 --distractor-questions "$DISTRACTOR_QUESTIONS" --long-share "$LONG_SHARE" \
+    --long-batch-size "$LONG_BATCH" --max-steps 100000 \
     --plan-minutes "$LONG_SFT_MINUTES" --max-minutes "$(( LONG_SFT_MINUTES + 1 ))" --eval-every 250 --log-every 10
   pack long_sft long_sft_docs/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft_docs.log
 }

@@ -155,8 +155,9 @@ def open_cache(folder: Path, expected_source: str | None = None) -> TokenizedCor
 
 
 @contextmanager
-def _parallel_tokenizer():
-    """Let the Rust tokenizer use every core while the cache is built (the CLI turns that off)."""
+def parallel_tokenizer():
+    """Let the Rust tokenizer use every core inside (the CLI turns that off): for building a token cache,
+    or the long documents of distractor training."""
     before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     try:
@@ -178,7 +179,7 @@ def _build(spec, digest: str, tokenizer, folder: Path, max_documents: int | None
     offsets, keys = [0], []
     bar = tqdm(desc=f"tokenising {Path(str(spec)).name}", unit="doc", disable=not show_progress)
     documents = itertools.islice(iter_documents(spec), max_documents)
-    with open(staging / "tokens.bin", "wb") as out, _parallel_tokenizer():
+    with open(staging / "tokens.bin", "wb") as out, parallel_tokenizer():
         while batch := list(itertools.islice(documents, BUILD_BATCH)):
             for text, ids in zip(batch, tokenizer(batch, add_special_tokens=False)["input_ids"]):
                 np.asarray(ids, dtype=np.int32).tofile(out)

@@ -202,7 +202,7 @@ class Trainer:
             sources, validation = long.train, long.validation
         else:
             sources = distractor_sources(self.backbone, c.data, c.long_lengths, validation_permille=c.validation_permille,
-                                         seed=c.seed)
+                                         seed=c.seed, max_questions=c.distractor_questions)
             validation = {}
         if not sum(len(source) for source in sources):
             raise ConfigError(f"no long examples of {c.long_lengths} tokens could be built from {c.data}: "
