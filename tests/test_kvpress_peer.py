@@ -95,7 +95,7 @@ def test_borrowed_comprexit_modules_need_neither_torch_nor_transformers():
 
 def test_costs_per_document_are_in_comprexits_fields():
     """`comprexit table --costs` reads a peer row's costs: kept positions, their keys and values, press time."""
-    from comprexit.evaluation.costs import combined
+    from comprexit.evaluation.report import combined_costs as combined
 
     documents = [kv.ContextStats(kept=11, nbytes=0, seconds=0.002, kept_whole=False),
                  kv.ContextStats(kept=21, nbytes=0, seconds=0.004, kept_whole=False)]

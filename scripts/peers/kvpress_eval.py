@@ -633,15 +633,8 @@ def document_cost(documents: Sequence[ContextStats], kv_values: int) -> dict[str
 
 
 def combined_cost(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The per-document means over datasets, each weighted by its documents (as comprexit's `costs.combined`)."""
-    costs = [s["cost"] for s in summaries if s.get("cost")]
-    total = sum(c["documents"] for c in costs)
-    if not total:
-        return None
-    mean = {key: sum(c[key] * c["documents"] for c in costs) / total
-            for key in ("compress_ms", "positions", "stored_values", "cache_values")}
-    return {"documents": total, "compress_ms": round(mean["compress_ms"], 3), "positions": round(mean["positions"], 1),
-            "stored_values": round(mean["stored_values"]), "cache_values": round(mean["cache_values"])}
+    """The per-document means over datasets, each weighted by its documents (comprexit's own averaging)."""
+    return import_comprexit_parts()["report"].combined_costs([s.get("cost") for s in summaries])
 
 
 def evaluate_run(lm: Model, kvpress, spec: PressSpec, budget: str, prepared: dict[str, PreparedDataset],

@@ -14,7 +14,7 @@ budget", item 4). Per document prepared in an evaluation (a resumed run counts o
   document to answer later questions without reading the prefix again.
 
 Values, not bytes, so that one results file reads the same at any precision: the tables convert at
-2 bytes (bfloat16; `report.kib`).
+2 bytes (bfloat16; `report.kib`). `report.combined_costs` averages them over datasets.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from ..backbone import Backbone
     from ..prefix import Prefix
 
-FIELDS = ("compress_ms", "positions", "stored_values", "cache_values")
 
 
 def cache_values(backbone: "Backbone", positions: int) -> int:
@@ -79,14 +78,3 @@ class CostMeter:
     def _synchronize(self) -> None:
         if self.backbone.device.type == "cuda":
             torch.cuda.synchronize(self.backbone.device)
-
-
-def combined(summaries: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The per-document means over several datasets, each weighted by its documents."""
-    present = [s for s in summaries if s]
-    total = sum(s["documents"] for s in present)
-    if not total:
-        return None
-    mean = {key: sum(s[key] * s["documents"] for s in present) / total for key in FIELDS}
-    return {"documents": total, "compress_ms": round(mean["compress_ms"], 3), "positions": round(mean["positions"], 1),
-            "stored_values": round(mean["stored_values"]), "cache_values": round(mean["cache_values"])}

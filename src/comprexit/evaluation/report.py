@@ -94,7 +94,6 @@ def merge_by_label(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     Runs sharing a label must share the method, its settings and the backbone, and cover
     different datasets; the merged average is recomputed over all of them.
     """
-    from .costs import combined
     from .metrics import average_over_datasets
 
     merged: dict[str, dict[str, Any]] = {}
@@ -112,7 +111,7 @@ def merge_by_label(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             raise InputError(f"results labelled {label!r} both hold {', '.join(shared)}: relabel one of them")
         into["datasets"].update(run["datasets"])
         into["average"] = average_over_datasets(into["datasets"])
-        into["cost"] = combined([d.get("cost") for d in into["datasets"].values()])
+        into["cost"] = combined_costs([d.get("cost") for d in into["datasets"].values()])
         into["wall_seconds"] = (into.get("wall_seconds") or 0) + (run.get("wall_seconds") or 0)
     return list(merged.values())
 
@@ -155,6 +154,20 @@ BYTES_PER_VALUE = 2  # bfloat16: the precision tables state the costs of `costs.
 def kib(values: float) -> float:
     """A number of values as KiB at `BYTES_PER_VALUE` bytes each."""
     return values * BYTES_PER_VALUE / 1024
+
+
+COST_FIELDS = ("compress_ms", "positions", "stored_values", "cache_values")
+
+
+def combined_costs(summaries: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The per-document means of `costs.CostMeter.summary`s over several datasets, each weighted by its documents."""
+    present = [s for s in summaries if s]
+    total = sum(s["documents"] for s in present)
+    if not total:
+        return None
+    mean = {key: sum(s[key] * s["documents"] for s in present) / total for key in COST_FIELDS}
+    return {"documents": total, "compress_ms": round(mean["compress_ms"], 3), "positions": round(mean["positions"], 1),
+            "stored_values": round(mean["stored_values"]), "cache_values": round(mean["cache_values"])}
 
 
 def _cost_line(cost: dict[str, Any] | None) -> list[str]:

@@ -24,8 +24,9 @@ from ..methods.base import Method
 from ..data.qa import QADataset, keep_tail
 from ..progress import Progress, bar, stderr_progress
 from ..prompting import DEFAULT_TEMPLATE, PromptTemplate
-from .costs import CostMeter, combined
+from .costs import CostMeter
 from .metrics import ScoreTotals, average_over_datasets, score
+from .report import combined_costs
 
 
 @dataclass
@@ -125,7 +126,7 @@ def evaluate(
         "average": average_over_datasets(results),
         "wall_seconds": round(time.perf_counter() - start_all, 2),
     }
-    out["cost"] = combined([r.get("cost") for r in results.values()])
+    out["cost"] = combined_costs([r.get("cost") for r in results.values()])
     answered = sum(r["answered_now"] for r in results.values())
     decode_seconds = sum(r["seconds"] for r in results.values())
     out["questions_per_second"] = round(answered / decode_seconds, 2) if answered and decode_seconds else None
