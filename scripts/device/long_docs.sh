@@ -32,7 +32,7 @@ LONG_BATCH=${LONG_BATCH:-8}
 LONG_NTP_MINUTES=${LONG_NTP_MINUTES:-6}
 LONG_SFT_MINUTES=${LONG_SFT_MINUTES:-6}
 # Documents for at most this many training questions per file: all of squad_v11_train at 2k/4k/8k did not fit
-# 24 GiB in one process (killed by the OOM killer on the CPU machine, 2026-11-28), and a run of minutes reads a
+# 24 GiB in one process (results/long_documents/build_cost: killed by the OOM killer; 10,000: 55 s, 4.0 GiB), and a run of minutes reads a
 # fraction of them (--distractor-questions; the distractors still come from every training paragraph)
 DISTRACTOR_QUESTIONS=${DISTRACTOR_QUESTIONS:-10000}
 BENCH_LIMIT=${BENCH_LIMIT:-64}  # questions per benchmark file (all of them)

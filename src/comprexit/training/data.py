@@ -470,7 +470,7 @@ def distractor_sources(backbone, files: Sequence[str], lengths: Sequence[int], *
     sources = []
     for spec in files:
         qas = [qa for qa in load_qa(str(spec)) if not is_held_out(qa.context, validation_permille)]
-        with parallel_tokenizer():  # tokenising the documents is most of a draw's time (2.1x faster on 2 cores)
+        with parallel_tokenizer():  # tokenising the documents is most of a draw's time: on every core
             builder = DistractorBuilder([qa.context for qa in qas], count, seed)  # one count of the paragraphs
         units = units_of(qas) if max_questions is None else sampled_units(units_of(qas), max_questions, seed)
         for length in lengths:
