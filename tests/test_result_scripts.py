@@ -118,3 +118,14 @@ def test_sft_curve_lays_out_validation_and_eval_points(tmp_path):
 def test_sft_curve_refuses_a_folder_that_is_not_a_run(tmp_path):
     done = run_script("scripts/results/sft_curve.py", str(tmp_path), "-o", str(tmp_path / "curve"))
     assert done.returncode == 2 and "not an SFT run folder" in done.stderr
+
+
+def test_distractor_build_cost_records_each_cap_in_a_process_of_its_own(tmp_path, shared_data):
+    out = tmp_path / "cost"
+    done = run_script("scripts/results/distractor_build_cost.py", str(shared_data / "squad_train.jsonl.gz"), str(out),
+                      "--caps", "3", "6", "--lengths", "1024")
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert [row["cap"] for row in written["rows"]] == [3, 6] and written["environment"]["commit"]
+    assert all(0 < sum(row["documents"].values()) <= row["cap"] and row["peak_rss_gib"] > 0 for row in written["rows"])
+    assert "| 6 |" in out.with_suffix(".md").read_text()
