@@ -19,7 +19,7 @@ from comprexit.training.objectives import LossWeights, batch_losses
 from comprexit.training.trainer import Trainer
 from comprexit.weights import SHIPPED, WEIGHTS_DIR
 
-from tiny import cli, lever_sft_config, save_tiny_backbone, tiny_backbone
+from tiny import cli, lever_sft_config, save_tiny_backbone, saved_without_field, tiny_backbone
 
 W = 48
 GEMMA_PARAMETERS = 268_098_176  # Gemma-3-270M, as `comprexit info` reports it
@@ -58,10 +58,7 @@ def as_if_trained(branch):
 # ------------------------------------------------------------------ off: nothing changes
 def test_off_the_weights_slots_and_count_are_those_of_a_config_without_the_field(tiny, tmp_path):
     plain = compressor(tiny)
-    plain.save_pretrained(tmp_path / "w")
-    saved = json.loads((tmp_path / "w" / CONFIG_FILE).read_text())
-    del saved["config"]["projector_branch"]  # as every folder written before the field, the shipped one included
-    (tmp_path / "w" / CONFIG_FILE).write_text(json.dumps(saved))
+    saved = saved_without_field(plain, tmp_path / "w", "projector_branch")
     loaded = ComprExIT.from_pretrained(tmp_path / "w", tiny)
     assert loaded.projector_branch is None and loaded.config.projector_branch == 0
     assert list(loaded.state_dict()) == list(plain.state_dict())

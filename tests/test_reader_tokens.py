@@ -23,7 +23,7 @@ from comprexit.training.data import Example
 from comprexit.training.objectives import LossWeights, batch_losses, frozen_pass
 from comprexit.training.trainer import Trainer
 
-from tiny import cli, lever_sft_config, save_tiny_backbone, tiny_backbone
+from tiny import cli, lever_sft_config, save_tiny_backbone, saved_without_field, tiny_backbone
 
 CHUNK = 96
 P = 5
@@ -46,10 +46,7 @@ def compressor(backbone, seed=0, **fields):
 # ------------------------------------------------------------------ off: nothing changes
 def test_off_the_weights_slots_and_prefix_are_those_of_a_config_without_the_field(tiny, tmp_path):
     plain = compressor(tiny)
-    plain.save_pretrained(tmp_path / "w")
-    saved = json.loads((tmp_path / "w" / CONFIG_FILE).read_text())
-    del saved["config"]["reader_tokens"]  # as every folder written before the field, the shipped one included
-    (tmp_path / "w" / CONFIG_FILE).write_text(json.dumps(saved))
+    saved_without_field(plain, tmp_path / "w", "reader_tokens")
     loaded = ComprExIT.from_pretrained(tmp_path / "w", tiny)
     assert loaded.reader_tokens is None and loaded.config.reader_tokens == 0
     assert loaded.state_dict().keys() == plain.state_dict().keys()

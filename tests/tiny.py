@@ -98,3 +98,17 @@ def lever_sft_config(tmp_path: Path, qa_file: Path, init: Path, **changes):
                   save_every=100, log_every=1, warmup_ratio=0.0, mixed_precision="no")
     values.update(changes)
     return TrainConfig(**values)
+
+
+def saved_without_field(compressor, folder: Path, field: str) -> dict:
+    """Save `compressor` into `folder` with `field` gone from its config, as every folder written before the
+    field was (the shipped one included); returns the saved metadata."""
+    import json
+
+    from comprexit.saving import CONFIG_FILE
+
+    compressor.save_pretrained(folder)
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    del saved["config"][field]
+    (folder / CONFIG_FILE).write_text(json.dumps(saved))
+    return saved
