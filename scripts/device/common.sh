@@ -31,7 +31,12 @@ pack() {  # pack NAME PATH...: one archive per step ($OUT keeps at most 8 files 
   local name=$1; shift
   local skip=(--exclude=checkpoints); [ "${PACK_WEIGHTS:-1}" = 0 ] && skip+=(--exclude='*.safetensors')
   tar -czf "$OUT/$name.tgz" "${skip[@]}" -C "$RUNS" "$@" 2>/dev/null || true
-  ls -la "$OUT/$name.tgz"
+  # a file over 16 MiB does not come back (2026-11-28: long_sft.tgz with 4.8M float32 parameters, 17.8 MB):
+  # such an archive comes back in parts of 15 MiB; here, `cat NAME.tgz.part* | tar -xz` joins them
+  if [ "$(stat -c %s "$OUT/$name.tgz" 2>/dev/null || echo 0)" -gt $(( 15 * 1024 * 1024 )) ]; then
+    split -b 15M -d "$OUT/$name.tgz" "$OUT/$name.tgz.part" && rm "$OUT/$name.tgz"
+  fi
+  ls -la "$OUT/$name".tgz*
 }
 
 phase() {  # phase DIR ARGS...: train into DIR (data parallel), resuming it if an earlier call paused it
