@@ -225,6 +225,8 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
   # It selects on 1,000 held-out questions (VAL_QUESTIONS): on 300, F1 jumped by 2-3 between neighbouring
   # validations while the answer CE fell at each, and chose an early step by luck (fifth lease,
   # results/training/2026-11-28-h100x4-fifth). NTP_INIT=<weights> makes it a continuation of that run.
+  # A run longer than a call: SFT_MINUTES=14 CALL_MINUTES=7.5 plans 14 minutes, pauses with a checkpoint after
+  # 7.5, and the same step called again at once resumes it (the plan made in the first call is kept).
   # without LONG_ARGS, the sweep's choice (by validation F1 on held-out train questions)
   local chosen=""; [ -f $RUNS/sweep/chosen.txt ] && chosen=$(tail -1 $RUNS/sweep/chosen.txt)
   # the prompt-tuned teacher's KL joins the recipe if the ablation says so (scripts/device/keep_teacher.py)
@@ -235,7 +237,7 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
   read -r -a long <<< "${LONG_ARGS:-$chosen}"
   echo "long_sft: ${long[*]}"
   phase $RUNS/long_sft sft --preset scale --init "$NTP_INIT" --data $QA_TRAIN --data-weights $QA_WEIGHTS \
-    --max-steps 100000 --plan-minutes "${SFT_MINUTES}" --max-minutes "$(( SFT_MINUTES + 1 ))" --eval-every 250 \
+    --max-steps 100000 --plan-minutes "${SFT_MINUTES}" --max-minutes "${CALL_MINUTES:-$(( SFT_MINUTES + 1 ))}" --eval-every 250 \
     --val-questions "${VAL_QUESTIONS:-1000}" --snapshot-every "${SNAPSHOT:-250}" "${long[@]}"
   pack long_sft long_sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft.log
 }
