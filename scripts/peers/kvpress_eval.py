@@ -601,8 +601,7 @@ def evaluate_dataset(lm: Model, press, budget: str, name: str, data: PreparedDat
     for i, example in enumerate(data.dataset):
         em, f1 = metrics.score(answers[i], example.answers)
         totals.add(em, f1)
-        rows.append({"qid": example.qid, "prediction": answers[i], "answers": list(example.answers),
-                     "f1": round(f1, 4)})
+        rows.append(parts["report"].prediction_row(example, answers[i], em, f1))
     documents = list(stats.values())
     element = lm.model.get_input_embeddings().weight.element_size()
     slot_bytes = sum(slot_count(len(context), args.ratio) for context in stats) * slot_values * element

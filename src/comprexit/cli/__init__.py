@@ -14,10 +14,10 @@ import sys
 import warnings
 
 from ..errors import ComprexitError
-from . import ask, bench, bench_sweep, compress, data, eval, explain, info, summarize, table, train
+from . import ask, bench, bench_sweep, compare, compress, data, eval, explain, info, summarize, table, train
 from .common import check_arguments
 
-COMMANDS = [ask, compress, explain, info, eval, table, train, summarize, bench, bench_sweep, data]
+COMMANDS = [ask, compress, explain, info, eval, table, compare, train, summarize, bench, bench_sweep, data]
 
 
 class OneLineParser(argparse.ArgumentParser):

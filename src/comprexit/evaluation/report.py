@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -70,6 +71,18 @@ def write_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path
         tmp.write_text(text)
         tmp.replace(target)
     return path, markdown
+
+
+def context_key(context: str) -> str:
+    """A context's name in prediction rows (16 hex digits of its SHA-256): `comprexit compare` resamples
+    the questions of one paragraph together without the results file holding the paragraph."""
+    return hashlib.sha256(context.encode("utf-8")).hexdigest()[:16]
+
+
+def prediction_row(example: Any, prediction: str, em: float, f1: float) -> dict[str, Any]:
+    """One question's entry in a results file's `predictions` (`eval --predictions`): what `compare` pairs."""
+    return {"qid": example.qid, "context": context_key(example.context), "prediction": prediction,
+            "answers": list(example.answers), "em": em, "f1": round(f1, 4)}
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

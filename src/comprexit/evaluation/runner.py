@@ -26,7 +26,7 @@ from ..progress import Progress, bar, stderr_progress
 from ..prompting import DEFAULT_TEMPLATE, PromptTemplate
 from .costs import CostMeter
 from .metrics import ScoreTotals, average_over_datasets, score
-from .report import combined_costs
+from .report import combined_costs, prediction_row
 
 
 @dataclass
@@ -169,7 +169,7 @@ def _evaluate_one(method, name, dataset, settings, template, log, progress):
         prediction = log.done[(name, i)]
         em, f1 = score(prediction, example.answers)
         totals.add(em, f1)
-        rows.append({"qid": example.qid, "prediction": prediction, "answers": list(example.answers), "f1": round(f1, 4)})
+        rows.append(prediction_row(example, prediction, em, f1))
     summary = totals.to_dict()
     summary.update(
         dataset=dataset.name,
