@@ -269,7 +269,8 @@ step_compile() {
 JOBS=()
 final_jobs() {  # the selected long_sft weights on held-out TRAIN questions (the shipping decision) and the eval files;
   # prompt tuning (the teacher, at the same data and budget) beside them if it was trained in this lease
-  local best=$RUNS/long_sft/best heldout=(--data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-300}")
+  # every held-out answer is kept (--predictions) for the paired comparison of final_tables
+  local best=$RUNS/long_sft/best heldout=(--data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-1000}" --predictions)
   local eval=(--data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}")
   mkdir -p $RUNS/final/heldout $RUNS/final/eval
   mkdir -p $RUNS/final/teacher  # not final/eval: that folder holds the selected ComprExIT weights' results only
@@ -282,8 +283,15 @@ final_jobs() {  # the selected long_sft weights on held-out TRAIN questions (the
     "prompt tuning, full context" $RUNS/final/heldout/prompt_tuning "${heldout[@]}")")
   return 0
 }
+# The shipping decision, fixed before the sixth lease: ship long_sft/best when the
+# 95% interval of its pooled F1 difference to the shipped weights lies above zero (paired bootstrap over contexts,
+# `comprexit compare`). The fifth lease's rule (the average of the three files' F1 >= +1.0) gave nq_train's 59
+# held-out questions a third of the weight (results/training/2026-11-28-h100x4-fifth).
 final_tables() {
   $CX table $RUNS/final/heldout/*.json -o $RUNS/final/heldout/table.md | tail -1 && sed -n 3,6p $RUNS/final/heldout/table.md
+  mkdir -p $RUNS/final/decision
+  $CX compare $RUNS/final/heldout/long_sft.json $RUNS/final/heldout/shipped.json -o $RUNS/final/decision/compare.json \
+    | tail -4 || echo "FAILED: the paired comparison"
   $CX table $RUNS/final/eval/*.json $(ls $RUNS/final/teacher/*.json 2>/dev/null) -o $RUNS/final/eval/table.md | tail -1 &&
     sed -n 3,5p $RUNS/final/eval/table.md
 }
