@@ -29,6 +29,13 @@
 # Fifth lease (results/training/2026-11-28-h100x4-fifth): 9 pieces staged in 70 s (the machine's start included);
 # `setup levers` 7.6 min, `long_sft` 7.5, `report` 3.6; `compile` never left the compiler (whole-body graphs
 # take ~90 s each) and was ended by the call's limit.
+# Sixth lease, planned (x4, ~27 of 30 minutes; every call issued at once after the one before):
+#   calls 1..9 as above, the last one `setup compile` (the regional --compile against eager, ~5 min)
+#   NTP_INIT=$PWD/src/comprexit/weights/gemma-3-270m-4x SFT_MINUTES=14 CALL_MINUTES=7.5 SNAPSHOT=1000 \
+#     LONG_ARGS='--lr 3e-4 --compressor-config {"projector_branch":2048,"reader_tokens":32}' scale.sh long_sft
+#     twice: the second call resumes the first (~8.7 + 7.5 min)
+#   scale.sh report: the decision (comprexit compare, pooled F1 interval above zero), eval files, curve (~4 min)
+# Shipping weights of 4.8M parameters adds ~5 MB to the tree every call carries: prepare smaller pieces then.
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
 # (--plan-minutes) and pause with a checkpoint if they must (--max-minutes); a step that finds its
