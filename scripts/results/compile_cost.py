@@ -135,12 +135,14 @@ def main() -> None:
     rows = []
     for model in args.models:
         for mode in args.modes:
+            load = os.getloadavg()[0]  # another process on these 2 cores would slow every number down
             with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
                 done = subprocess.run([sys.executable, __file__, args.out_prefix, "--one", model, mode],
                                       capture_output=True, text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
             if done.returncode:
                 sys.exit(f"{model} {mode} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "load_before": round(load, 2),
+                         "load_after": round(os.getloadavg()[0], 2)})
             print(rows[-1], file=sys.stderr)
     out = {"kind": "compile_cost", "rows": rows, "check_compiler_s": probe_s,
            "settings": {"dtype": "float32", "attention": "sdpa", "dynamic": True, "backend": "inductor (default mode)",
@@ -158,13 +160,15 @@ def main() -> None:
              f"decoder pass over [{SLOTS} slots; tokens] with its backward, the decoder pass again without grad. "
              f"`check_compiler` took {probe_s} s.", "",
              "| model | compiled | rows x tokens | first step (s) | 2nd width, +24 tokens (s) | warm step (s) "
-             "| graphs | nodes per graph | parameters per graph |", "|---|---|---|---:|---:|---:|---:|---|---|"]
+             "| graphs | nodes per graph | parameters per graph | load before/after |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---|"]
     for row in rows:
         name = "tiny Gemma-3 (3 layers)" if row["model"] == "tiny" else f"Gemma-3-270M ({row['layer_count']} layers)"
         nodes = ", ".join(map(str, row["graph_nodes"])) or "-"
         params = ", ".join(map(str, sorted(set(row["graph_parameters"])))) or "-"
         lines.append(f"| {name} | {row['mode']} | {row['rows']} x {row['tokens']} | {row['first_step_s']} | "
-                     f"{row['wider_step_s']} | {row['warm_step_s']} | {row['graphs']} | {nodes} | {params} |")
+                     f"{row['wider_step_s']} | {row['warm_step_s']} | {row['graphs']} | {nodes} | {params} | "
+                     f"{row['load_before']} / {row['load_after']} |")
     Path(args.out_prefix + ".md").write_text("\n".join(lines) + "\n")
     print(args.out_prefix + ".md")
 
