@@ -1,4 +1,5 @@
-"""Training with --compile: the frozen passes under torch.compile give the eager step, on a tiny Gemma-3.
+"""Training with --compile: the frozen passes, each decoder layer compiled, give the eager step, on a tiny Gemma-3;
+the graphs they compile are counted: a few, each of one layer.
 
 The tiny model mixes sliding-window and full-attention layers as Gemma-3-270M does, with a window
 (16) shorter than every batch here, so both kinds of mask are compiled. Tolerances: float32 (eps
