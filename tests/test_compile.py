@@ -1,4 +1,5 @@
-"""Training with --compile: the frozen passes under torch.compile give the eager step, on a tiny Gemma-3.
+"""Training with --compile: the frozen passes, each decoder layer compiled, give the eager step, on a tiny Gemma-3;
+the graphs they compile are counted: a few, each of one layer.
 
 The tiny model mixes sliding-window and full-attention layers as Gemma-3-270M does, with a window
 (16) shorter than every batch here, so both kinds of mask are compiled. Tolerances: float32 (eps
@@ -13,6 +14,7 @@ the absolute slack is scaled to the largest gradient: some entries are zero in e
 """
 
 import argparse
+import functools
 import json
 
 import pytest
@@ -22,6 +24,7 @@ from comprexit.cli import main
 from comprexit.cli import train as train_cli
 from comprexit.training.compiled import compiled_backbone
 from comprexit.training.config import TrainConfig
+from comprexit.training import trainer as trainer_module
 from comprexit.training.objectives import batch_losses, combined_loss
 from comprexit.training.trainer import Trainer
 
@@ -87,18 +90,33 @@ def test_a_compiled_step_gives_the_eager_losses_and_gradients(tmp_path, corpus):
             torch.testing.assert_close(grads_c[name], grads[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
-def test_both_passes_compile_once_for_every_width(tmp_path, corpus):
-    """Graphs counted by a backend of our own (no kernels built): the encoder pass and the decoder pass
-    each compile, and a batch of another width compiles nothing new (dynamic shapes)."""
-    graphs = []
+class Graphs:
+    """A torch.compile backend of our own that builds no kernels: it records each graph dynamo hands it, as the
+    number of parameters it reads (one decoder layer's, where only layers are compiled) and its grad mode."""
 
-    def counting(graph_module, example_inputs):
-        graphs.append(graph_module)
+    def __init__(self):
+        self.graphs: list[tuple[int, bool]] = []
+
+    def __call__(self, graph_module, example_inputs):
+        parameters = sum(isinstance(x, torch.nn.Parameter) for x in example_inputs)
+        self.graphs.append((parameters, torch.is_grad_enabled()))
         return graph_module.forward
 
+    def __len__(self):
+        return len(self.graphs)
+
+
+def layer_parameters(backbone):
+    return len(list(backbone.body.layers[0].parameters()))
+
+
+def test_both_passes_compile_once_for_every_width(tmp_path, corpus):
+    """Graphs of one decoder layer each: the encoder pass and the decoder pass each compile, and a batch of another
+    width compiles nothing new (dynamic shapes)."""
+    graphs = Graphs()
     backbone = tiny_backbone(KIND)
     trainer = Trainer(config(tmp_path, corpus), backbone=backbone)
-    compiled = compiled_backbone(backbone, backend=counting)
+    compiled = compiled_backbone(backbone, backend=graphs)
     short, longer = two_widths(trainer)
     with torch.no_grad():
         compiled.frozen_pass([list(e.context) for e in short], all_layers=True)
@@ -108,7 +126,64 @@ def test_both_passes_compile_once_for_every_width(tmp_path, corpus):
     compiled_first = len(graphs)
     step(trainer, compiled, longer)
     assert len(graphs) == compiled_first
+    assert {parameters for parameters, _ in graphs.graphs} == {layer_parameters(backbone)}
     assert backbone.body is backbone.model.base_model  # the backbone passed in stays eager
+
+
+RUN_GRAPHS = 8  # measured: 6 (a batch of one position row or of one per row, with gradients or without, with a mask or without)
+
+
+def test_a_short_run_with_validation_compiles_a_few_graphs_of_one_layer(tmp_path, corpus, monkeypatch):
+    """Four steps and two validations compile at most RUN_GRAPHS graphs, each of one decoder layer, shared by the
+    three layers (sliding-window and full attention alike); the whole body compiled made graphs of every layer
+    (~2,400 nodes each for Gemma-3-270M, and 90 s each on an H100). The backbone first runs eagerly with every
+    layer's states, so transformers' output hooks are on its modules: the compiled layers must not trace them (they
+    break each layer's graph in three)."""
+    graphs = Graphs()
+    backbone = tiny_backbone(KIND)
+    backbone.frozen_pass([[5, 6, 7]], all_layers=True)  # installs transformers' hooks on the model's modules
+    monkeypatch.setattr(trainer_module, "compiled_backbone", functools.partial(compiled_backbone, backend=graphs))
+    Trainer(config(tmp_path, corpus, max_steps=4, eval_every=2, compile=True), backbone=backbone).train()
+    assert 0 < len(graphs) <= RUN_GRAPHS, graphs.graphs
+    assert {parameters for parameters, _ in graphs.graphs} == {layer_parameters(backbone)}
+    assert {grad for _, grad in graphs.graphs} == {True, False}  # the decoder's pass with gradients, the others without
+
+
+def test_the_view_shares_the_weights_and_leaves_the_backbone_as_it_was():
+    backbone = tiny_backbone(KIND)
+    compiled = compiled_backbone(backbone, backend=Graphs())
+    view_layers, layers = compiled.body.body.layers, backbone.body.layers
+    assert all(a is not b for a, b in zip(view_layers, layers))
+    assert all(a is b for a, b in zip(compiled.body.body.parameters(), backbone.body.parameters()))
+    assert all("forward" not in layer.__dict__ for layer in layers)
+    ids = [[5, 6, 7, 8], [9, 10]]
+    with torch.no_grad():
+        eager, view = backbone.frozen_pass(ids, all_layers=True), compiled.frozen_pass(ids, all_layers=True)
+    assert len(view.hidden_states) == len(eager.hidden_states) == backbone.num_hidden_states
+    for state, expected in zip(view.hidden_states, eager.hidden_states):
+        torch.testing.assert_close(state, expected)
+    assert view.hidden_states[-1] is view.last  # the last one normed, as transformers gives it
+
+
+def test_kinds_of_pass_past_dynamos_default_limit_still_compile():
+    """Grad mode, mask or none, positions given per row or not and a batch of one make up to 16 graphs of the one
+    layer function; dynamo's default recompile limit (8) would run the ninth kind eagerly."""
+    graphs = Graphs()
+    backbone = tiny_backbone(KIND)
+    compiled = compiled_backbone(backbone, backend=graphs)
+    assert torch._dynamo.config.recompile_limit == 8
+    for grad in (False, True):
+        for rows in (1, 3):
+            for padded in (False, True):
+                for positions in (False, True):
+                    embeds = backbone.embed(torch.randint(4, 90, (rows, 40)))
+                    mask = torch.ones(rows, 40, dtype=torch.long)
+                    mask[0, 30:] = 0 if padded else 1
+                    given = {"position_ids": torch.arange(40).expand(rows, -1)} if positions else {}
+                    with torch.set_grad_enabled(grad):
+                        compiled.body(inputs_embeds=embeds, attention_mask=mask if padded else None, **given)
+    assert len(graphs) > 8
+    assert torch._dynamo.config.recompile_limit == 8  # raised only while the view runs
 
 
 def train_losses(run_dir):

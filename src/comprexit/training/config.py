@@ -97,8 +97,9 @@ class TrainConfig:
     mixed_precision: str = _field("auto", "auto (bf16 on a GPU), bf16, fp16 or no")
     profile_steps: int = _field(0, "time the parts of the first N steps (synchronises the GPU)")
     compile: bool = _field(
-        False, "run the frozen backbone's encoder and decoder passes under torch.compile (dynamic shapes; the "
-               "first steps compile; refused in one line where torch.compile cannot build kernels)")
+        False, "run each decoder layer of the frozen backbone's encoder and decoder passes under torch.compile (one "
+               "graph shared by all layers, dynamic shapes; the first steps compile; refused in one line where "
+               "torch.compile cannot build kernels)")
 
     def __post_init__(self) -> None:
         problems = []
