@@ -14,7 +14,6 @@ interval is then too narrow where questions share paragraphs, and the output say
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from .metrics import score
-from .report import load_results, run_label
+from .report import load_results, run_label, write_json_and_markdown
 
 DEFAULT_RESAMPLES = 2000
 LEVEL = 0.95
@@ -166,15 +165,8 @@ def comparison_markdown(comparison: Comparison) -> str:
 
 
 def write_comparison(comparison: Comparison, path: str | Path) -> tuple[Path, Path]:
-    """Write `path` (JSON) and the same name with `.md` (the table), each through a temporary file."""
-    path = Path(path)
-    markdown = path.with_suffix(".md")
-    texts = ((path, json.dumps(comparison.to_dict(), indent=2) + "\n"), (markdown, comparison_markdown(comparison)))
-    for target, text in texts:
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(text)
-        temporary.replace(target)
-    return path, markdown
+    """Write `path` (JSON) and the same name with `.md` (the table)."""
+    return write_json_and_markdown(comparison.to_dict(), comparison_markdown(comparison), path)
 
 
 def _predictions(results: dict[str, Any], where: str) -> dict[str, list]:

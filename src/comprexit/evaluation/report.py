@@ -63,14 +63,20 @@ def current_commit() -> str:
 
 def write_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
     """Write `path` (JSON) and the same name with `.md` (a readable table), via temp files."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_json_and_markdown(results, results_markdown(results), path)
+
+
+def write_json_and_markdown(data: dict[str, Any], markdown: str, path: str | Path) -> tuple[Path, Path]:
+    """Write `data` to `path` (JSON) and `markdown` beside it (`.md`), each through a temporary file, so that an
+    interrupted write never leaves half a file under the final name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    markdown = path.with_suffix(".md")
-    for target, text in ((path, json.dumps(results, indent=2) + "\n"), (markdown, results_markdown(results))):
+    table = path.with_suffix(".md")
+    for target, text in ((path, json.dumps(data, indent=2) + "\n"), (table, markdown)):
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(text)
         tmp.replace(target)
-    return path, markdown
+    return path, table
 
 
 def context_key(context: str) -> str:
