@@ -129,3 +129,44 @@ def test_distractor_build_cost_records_each_cap_in_a_process_of_its_own(tmp_path
     assert [row["cap"] for row in written["rows"]] == [3, 6] and written["environment"]["commit"]
     assert all(0 < sum(row["documents"].values()) <= row["cap"] and row["peak_rss_gib"] > 0 for row in written["rows"])
     assert "| 6 |" in out.with_suffix(".md").read_text()
+
+
+def write_speed_run(folder: Path, batch_size: int, compile: bool, speeds: list[float], finished: bool = True) -> None:
+    """A speed run: 8 profiled steps, then one train row per 4 steps at `speeds` examples/s."""
+    folder.mkdir(parents=True)
+    config = {"lr": 3e-4, "batch_size": batch_size, "global_batch_size": 256, "compile": compile}
+    (folder / "train_config.json").write_text(json.dumps(config))
+    rows = [{"kind": "profile", "step": 8, "steps": 8, "share_encoder": 0.25}]
+    rows += [{"kind": "train", "step": 4 * (i + 1), "examples_per_second": s, "tokens_per_second": 100 * s}
+             for i, s in enumerate(speeds)]
+    if finished:
+        rows.append({"kind": "summary", "status": "finished", "step": 4 * len(speeds)})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_speed_choice_takes_the_fastest_finished_run_past_the_margin(tmp_path):
+    # steady = the median after the first window and the profiled steps (steps 12, 16, 20, 24)
+    write_speed_run(tmp_path / "eager_b64", 64, False, [90, 100, 200, 200, 200, 200])
+    write_speed_run(tmp_path / "eager_b256", 256, False, [90, 100, 300, 300, 300, 300])
+    write_speed_run(tmp_path / "compiled_b256", 256, True, [10, 10, 500, 500, 500, 500], finished=False)
+    done = run_script("scripts/device/fastest.py", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "compiled_b256: did not finish" in done.stdout  # a run stopped by its time limit is never chosen
+    assert done.stdout.splitlines()[-1] == "--batch-size 256"
+    write_speed_run(tmp_path / "compiled_b64", 64, True, [5, 5, 320, 320, 320, 320])
+    done = run_script("scripts/device/fastest.py", str(tmp_path))
+    assert done.stdout.splitlines()[-1] == "--batch-size 64 --compile"
+
+
+def test_speed_choice_keeps_the_baseline_when_no_run_leads_by_the_margin(tmp_path):
+    write_speed_run(tmp_path / "eager_b64", 64, False, [90, 200, 200, 200, 200, 200])
+    write_speed_run(tmp_path / "eager_b256", 256, False, [90, 204, 204, 204, 204, 204])  # 2% faster: noise
+    done = run_script("scripts/device/fastest.py", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "" and "chosen: eager_b64" in done.stdout
+
+
+def test_speed_choice_refuses_without_a_finished_baseline(tmp_path):
+    write_speed_run(tmp_path / "eager_b256", 256, False, [90, 300, 300, 300])
+    done = run_script("scripts/device/fastest.py", str(tmp_path))
+    assert done.returncode == 1 and "baseline run eager_b64 did not finish" in done.stderr

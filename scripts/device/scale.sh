@@ -29,12 +29,12 @@
 # Fifth lease (results/training/2026-11-28-h100x4-fifth): 9 pieces staged in 70 s (the machine's start included);
 # `setup levers` 7.6 min, `long_sft` 7.5, `report` 3.6; `compile` never left the compiler (whole-body graphs
 # take ~90 s each) and was ended by the call's limit.
-# Sixth lease, planned (x4, ~27 of 30 minutes; every call issued at once after the one before):
-#   calls 1..9 as above, the last one `setup compile` (the regional --compile against eager, ~5 min)
-#   NTP_INIT=$PWD/src/comprexit/weights/gemma-3-270m-4x SFT_MINUTES=14 CALL_MINUTES=7.5 SNAPSHOT=1000 \
-#     LONG_ARGS='--lr 3e-4 --compressor-config {"projector_branch":2048,"reader_tokens":32}' scale.sh long_sft
-#     twice: the second call resumes the first (~8.7 + 7.5 min)
-#   scale.sh report: the decision (comprexit compare, pooled F1 interval above zero), eval files, curve (~4 min)
+# Sixth lease (2026-12-07): only one-GPU kinds were lent (nvidia-h100-x1), so NPROC=1 and the plan became
+#   calls 1..9 stage s1..s9 (PIECE_MB=26: the tree is ~35 MiB), call 10 stages s10 and runs `setup speed_eager`,
+#   call 11 `speed_compiled` (with speed_choice), calls 12 and 13 `long_sft` (SFT_MINUTES=14 CALL_MINUTES=7: the
+#   second call resumes the first), call 14 `final` (HELDOUT_LIMIT=100000: every held-out train question);
+#   every call with NPROC=1 NTP_INIT=$PWD/src/comprexit/weights/gemma-3-270m-4x SNAPSHOT=500
+#   LONG_ARGS='--lr 3e-4 --compressor-config {"projector_branch":2048,"reader_tokens":32}'.
 # Shipping weights of 4.8M parameters adds ~5 MB to the tree every call carries: prepare smaller pieces then.
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
@@ -242,6 +242,8 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
     | tee $RUNS/ablation/teacher_choice.txt && chosen="$chosen $(tail -1 $RUNS/ablation/teacher_choice.txt)"
   [ -z "${LONG_ARGS:-}" ] && [ -f $RUNS/levers/chosen.txt ] && chosen="$chosen $(tail -1 $RUNS/levers/chosen.txt)"
   read -r -a long <<< "${LONG_ARGS:-$chosen}"
+  # how the steps run (micro-batch, --compile): speed_choice's winner, which leaves the recipe as it is
+  [ -f $RUNS/speed/choice.txt ] && read -r -a how <<< "$(tail -1 $RUNS/speed/choice.txt)" && long+=("${how[@]}")
   echo "long_sft: ${long[*]}"
   phase $RUNS/long_sft sft --preset scale --init "$NTP_INIT" --data $QA_TRAIN --data-weights $QA_WEIGHTS \
     --max-steps 100000 --plan-minutes "${SFT_MINUTES}" --max-minutes "${CALL_MINUTES:-$(( SFT_MINUTES + 1 ))}" --eval-every 250 \
@@ -249,28 +251,41 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
   pack long_sft long_sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft.log
 }
 
-# Item 3 of the issue (>= 2x the old 122 examples/s per GPU; 1.85x without compiling): eager on GPU 0 and
-# compiled on GPU 1 at once, the same SFT steps from the same NTP weights, then a mirror pair on GPUs 2 and 3
-# where there are four (GPU-to-GPU noise). The compiled runs compile in their first steps and first no-grad
-# passes (bounds, the last validation): the steady throughput of `summarize --throughput` leaves out the first
-# window and the profiled steps, so compile time is not in it (its profile shares, taken over the first steps,
-# hold the compilation). TORCH_LOGS=recompiles writes any recompilation into the compiled runs' logs.
-COMPILE_STEPS=${COMPILE_STEPS:-48}
-step_compile() {
-  local same=(--init "$NTP_INIT" --max-steps "$COMPILE_STEPS" --profile-steps 8 --log-every 4 --eval-every 100000
-              --save-every 100000 --val-questions 16 --val-examples 64 --max-minutes 4)
-  single 0 compile/eager "${same[@]}"
-  TORCH_LOGS=recompiles single 1 compile/compiled --compile "${same[@]}"
-  if [ "$NPROC" -ge 4 ]; then
-    single 2 compile/eager_b "${same[@]}"
-    TORCH_LOGS=recompiles single 3 compile/compiled_b --compile "${same[@]}"
-  fi
-  wait
-  $CX summarize $RUNS/compile/eager $RUNS/compile/compiled $(ls -d $RUNS/compile/eager_b $RUNS/compile/compiled_b 2>/dev/null) \
-    --title "SFT throughput on one GPU, scale recipe, $COMPILE_STEPS steps from the NTP weights: eager vs --compile" \
-    --throughput -o $RUNS/compile/summary.json | tail -12 || echo "FAILED: the compile summary"
-  grep -c "Recompiling function" $RUNS/compile/compiled*.log || true
-  PACK_WEIGHTS=0 pack compile compile
+# Item 3 of the issue (>= 2x the old 122 examples/s per GPU; 1.85x without compiling): the same SFT steps of
+# the long run's recipe (SPEED_INIT, SPEED_ARGS: by default NTP_INIT and LONG_ARGS) four ways, differing only
+# in how a step runs: micro-batch 64 (the preset's; four accumulated per global batch of 256) or 256 (one pass),
+# eager or --compile (each decoder layer compiled). Neither changes a step's gradient beyond float rounding.
+# On one GPU the runs take turns (speed_eager, then speed_compiled in the next call: together they outrun one
+# call); on four they run side by side (speed). The compiled runs compile in their first steps and first no-grad
+# passes; the steady throughput of `summarize --throughput` leaves out the first window and the profiled steps,
+# so compile time is not in it. TORCH_LOGS=recompiles writes any recompilation into their logs. speed_choice
+# applies the rule of scripts/device/fastest.py (fixed before the runs) and long_sft takes the winner's options.
+# (Fifth lease: the whole-body --compile never left the compiler; `compile` of that lease is this step's
+# compiled_b64 run, now with the regional compile.)
+COMPILE_STEPS=${COMPILE_STEPS:-32}
+speed_run() {  # speed_run GPU NAME ARGS...: one speed run (waited for on one GPU, so that runs take turns)
+  local gpu=$1 name=$2; shift 2
+  read -r -a how <<< "${SPEED_ARGS-${LONG_ARGS:-}}"
+  single "$gpu" "speed/$name" --init "${SPEED_INIT:-$NTP_INIT}" --max-steps "$COMPILE_STEPS" --profile-steps 8 \
+    --log-every 4 --eval-every 100000 --save-every 100000 --val-questions 16 --val-examples 64 --max-minutes 4 \
+    "${how[@]}" "$@"
+  [ "$NPROC" -gt 1 ] || wait
+}
+speed_eager() { speed_run 0 eager_b64; speed_run "$(( 1 % NPROC ))" eager_b256 --batch-size 256; }
+speed_compiled() {
+  TORCH_LOGS=recompiles speed_run "$(( 2 % NPROC ))" compiled_b64 --compile
+  TORCH_LOGS=recompiles speed_run "$(( 3 % NPROC ))" compiled_b256 --compile --batch-size 256
+}
+step_speed_eager() { speed_eager; wait; PACK_WEIGHTS=0 pack speed_eager speed; }
+step_speed_compiled() { speed_compiled; wait; step_speed_choice; }
+step_speed() { speed_eager; speed_compiled; wait; step_speed_choice; }
+step_speed_choice() {
+  $CX summarize $(ls -d $RUNS/speed/{eager_b64,eager_b256,compiled_b64,compiled_b256} 2>/dev/null) --throughput -o $RUNS/speed/summary.json \
+    --title "SFT throughput on one GPU, $COMPILE_STEPS steps of the long run's recipe: micro-batch 64/256, eager/--compile" \
+    | tail -12 || echo "FAILED: the speed summary"
+  grep -c "Recompiling function" $RUNS/speed/compiled*.log || true
+  python3 scripts/device/fastest.py $RUNS/speed | tee $RUNS/speed/choice.txt || echo "no speed choice: the preset's way"
+  PACK_WEIGHTS=0 pack speed speed
 }
 
 JOBS=()
