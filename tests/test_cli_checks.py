@@ -103,6 +103,9 @@ EVAL = ["eval", "--data", "{eval}"]
     (EVAL + ["-o", "{tmp}/missing/r.json"], "folder {tmp}/missing does not exist (eval creates no folders)"),
     (EVAL + ["-o", "{tmp}/r.md"], "--output names the results JSON"),
     (EVAL + ["--quiet", "--limit", "nine"], "argument --limit: invalid int value: 'nine'"),
+    (EVAL + ["--exclude-questions", "{in}/missing.json"], "--exclude-questions: no such file: {in}/missing.json"),
+    (EVAL + ["--exclude-questions", "{in}/file.txt"], "--exclude-questions: cannot read {in}/file.txt as JSON"),
+    (EVAL + ["--exclude-questions", "{in}/squad.json"], "--exclude-questions: {in}/squad.json must hold a JSON list"),
 ])
 def test_eval_refuses_bad_arguments_before_the_model_loads(capsys, no_model, files, argv, pattern):
     refused(capsys, files["tmp"], [a.format(**files) for a in argv], pattern.format(**files))
@@ -122,6 +125,20 @@ def test_eval_prints_results_on_stdout_and_status_on_stderr(capsys, tmp_path, qa
         assert main([str(a) for a in argv] + [quiet]) == 0
         out, err = capsys.readouterr()
         assert err == "" and len(out.splitlines()) == 4
+
+
+def test_eval_leaves_out_the_excluded_questions_before_the_limit(capsys, tmp_path, qa_path, weights):
+    backbone = save_tiny_backbone("llama", tmp_path / "m")
+    (tmp_path / "seen.json").write_text(json.dumps(["q0a", "q0b", "q1a", "not-in-the-file"]))
+    argv = ["eval", "--weights", weights, "--backbone", backbone, "--data", qa_path, "--device", "cpu", "--predictions",
+            "--exclude-questions", tmp_path / "seen.json", "-o", tmp_path / "r.json"]
+    assert main([str(a) for a in argv + ["--limit", "3"]]) == 0
+    scored = json.loads((tmp_path / "r.json").read_text())["predictions"]["toy_eval"]
+    assert [row["qid"] for row in scored] == ["q1b", "q2a", "q2b"]
+    (tmp_path / "all.json").write_text(json.dumps([f"q{i}{x}" for i in range(6) for x in "ab"]))
+    capsys.readouterr()
+    assert main([str(a) for a in argv[:-4] + ["--exclude-questions", tmp_path / "all.json"]]) == 2
+    assert "--exclude-questions leaves no question" in capsys.readouterr().err
 
 
 @pytest.fixture

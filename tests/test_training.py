@@ -112,8 +112,12 @@ def test_sft_phase_scores_held_out_questions(tmp_path, qa_file):
     validation = [r for r in rows if r["kind"] == "validation"]
     assert len(validation) == 2 and all("f1" in r and "gap_closed" in r for r in validation)
     assert (tmp_path / "sft" / "best" / "selection.json").is_file()
+    # the questions selection saw, for a later decision to leave out (comprexit eval --exclude-questions)
+    again = Trainer(cfg, backbone=backbone)
+    recorded = json.loads((tmp_path / "sft" / "validation_questions.json").read_text())
+    assert recorded == sorted(qa.qid for qa in again.val_questions) and 0 < len(recorded) < 60
     # the answer and EOS are scored, the prompt is not
-    trainer_examples = Trainer(cfg, backbone=backbone).split.train
+    trainer_examples = again.split.train
     example = trainer_examples[0]
     answer = example.targets[example.score_from :]
     assert answer[-1] == backbone.eos_token_id and backbone.decode(answer[:-1]).strip() in WORDS

@@ -292,7 +292,10 @@ JOBS=()
 final_jobs() {  # the selected long_sft weights on held-out TRAIN questions (the shipping decision) and the eval files;
   # prompt tuning (the teacher, at the same data and budget) beside them if it was trained in this lease
   # every held-out answer is kept (--predictions) for the paired comparison of final_tables
+  # the held-out questions that long_sft's selection never saw (its validation_questions.json left out), so that
+  # choosing the best of several validations on them does not favour the new weights (sixth lease on)
   local best=$RUNS/long_sft/best heldout=(--data $QA_TRAIN --held-out 30 --limit "${HELDOUT_LIMIT:-1000}" --predictions)
+  [ -f $RUNS/long_sft/validation_questions.json ] && heldout+=(--exclude-questions $RUNS/long_sft/validation_questions.json)
   local eval=(--data $EVAL_FILES --limit "${EVAL_LIMIT:-1000}")
   mkdir -p $RUNS/final/heldout $RUNS/final/eval
   mkdir -p $RUNS/final/teacher  # not final/eval: that folder holds the selected ComprExIT weights' results only

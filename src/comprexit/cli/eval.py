@@ -10,6 +10,7 @@ neither with --quiet).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--held-out", type=int, default=None, metavar="PERMILLE",
                         help="score only the questions whose contexts `comprexit train` holds out of these TRAIN files "
                         "at this --validation-permille (30 by default there): model selection without eval files")
+    parser.add_argument("--exclude-questions", default=None, metavar="FILE",
+                        help="a JSON list of question ids to leave out before --limit, e.g. the "
+                        "validation_questions.json of a training run: a decision on questions its selection never saw")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--context-budget", type=int, default=512, help="context tokens kept (the tail)")
     parser.add_argument("--max-new-tokens", type=int, default=20)
@@ -69,6 +73,35 @@ def held_out_part(dataset, permille: int):
     if not kept:
         raise InputError(f"{dataset.source}: no context is held out at {permille} per mille")
     return replace(dataset, examples=kept, source=f"{dataset.source} (held out at {permille} per mille)")
+
+
+def read_question_ids(path: str) -> set[str]:
+    """The question ids of an --exclude-questions file (a JSON list of strings)."""
+    from ..errors import InputError
+
+    try:
+        ids = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"--exclude-questions: no such file: {path}") from None
+    except (OSError, ValueError) as error:
+        raise InputError(f"--exclude-questions: cannot read {path} as JSON ({error})") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InputError(f"--exclude-questions: {path} must hold a JSON list of question ids")
+    return set(ids)
+
+
+def without_questions(dataset, excluded: set[str]):
+    """The dataset less the questions whose ids are in `excluded`."""
+    from dataclasses import replace
+
+    from ..errors import InputError
+
+    kept = [qa for qa in dataset if qa.qid not in excluded]
+    if not kept:
+        raise InputError(f"{dataset.source}: --exclude-questions leaves no question")
+    left = len(dataset) - len(kept)
+    return replace(dataset, examples=kept, source=f"{dataset.source} ({left} excluded questions left out)" if left
+                   else dataset.source)
 
 
 def check_settings(args: argparse.Namespace) -> Path | None:
@@ -117,12 +150,15 @@ def run(args: argparse.Namespace) -> int:
         context_budget=args.context_budget, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         **({"template": args.template} if args.template else {}),
     )
+    excluded = read_question_ids(args.exclude_questions) if args.exclude_questions else set()
     datasets = {}
     for spec in args.data:
         dataset = load_qa(spec, skip_malformed=args.skip_malformed)
         key = dataset_key(spec)
         if args.held_out is not None:
             dataset, key = held_out_part(dataset, args.held_out), f"{key}_held_out"
+        if excluded:
+            dataset = without_questions(dataset, excluded)
         datasets[key] = dataset.limit(args.limit) if args.limit else dataset
     status(args, f"data: {sum(len(d) for d in datasets.values())} questions in {len(datasets)} set(s)")
     backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype)

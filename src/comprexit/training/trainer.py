@@ -58,6 +58,9 @@ from .preflight import check_teacher
 # first steps' warm-up and before any validation) sets the step count, and this share of the
 # time budget is planned for steps (the rest: validations, checkpoints).
 PLAN_PROBE = (5, 25)
+# The ids of the held-out questions an SFT run validates on (and selects its best weights by), in its
+# run folder: `comprexit eval --exclude-questions` leaves them out of a later decision.
+VALIDATION_QUESTIONS = "validation_questions.json"
 PLAN_SHARE = 0.9
 # A first plan underestimates: on 4 H100s a run's speed rose from ~600 to ~1,400 examples/s over its
 # first 400 steps (new batch shapes, the allocator growing), and a 6-minute plan trained for 3. So the
@@ -119,6 +122,9 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            if self.val_questions is not None:  # so that a later decision can leave out what selection saw
+                (self.run_dir / VALIDATION_QUESTIONS).write_text(
+                    json.dumps(sorted(qa.qid for qa in self.val_questions)) + "\n")
 
     # ------------------------------------------------------------------ set-up
     def _load_teacher(self) -> ContextEncoder | None:
