@@ -279,6 +279,12 @@ speed_compiled() {
 step_speed_eager() { speed_eager; wait; PACK_WEIGHTS=0 pack speed_eager speed; }
 step_speed_compiled() { speed_compiled; wait; step_speed_choice; }
 step_speed() { speed_eager; speed_compiled; wait; step_speed_choice; }
+# One call on one GPU (sixth lease, when machines were scarce): the baseline, the larger micro-batch, and both
+# levers together; run under `timeout` and follow it with speed_choice, which packs whatever finished.
+step_speed_short() {
+  speed_run 0 eager_b64; speed_run 0 eager_b256 --batch-size 256
+  TORCH_LOGS=recompiles speed_run 0 compiled_b256 --compile --batch-size 256; wait
+}
 step_speed_choice() {
   $CX summarize $(ls -d $RUNS/speed/{eager_b64,eager_b256,compiled_b64,compiled_b256} 2>/dev/null) --throughput -o $RUNS/speed/summary.json \
     --title "SFT throughput on one GPU, $COMPILE_STEPS steps of the long run's recipe: micro-batch 64/256, eager/--compile" \
