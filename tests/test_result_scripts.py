@@ -170,3 +170,31 @@ def test_speed_choice_refuses_without_a_finished_baseline(tmp_path):
     write_speed_run(tmp_path / "eager_b256", 256, False, [90, 300, 300, 300])
     done = run_script("scripts/device/fastest.py", str(tmp_path))
     assert done.returncode == 1 and "baseline run eager_b64 did not finish" in done.stderr
+
+
+def test_answer_types_groups_questions_by_kind_and_position(tmp_path):
+    contexts = {"y": "Built in 1912 by the river. Later a museum.", "n": "Ada Brenner kept the light for years.",
+                "c": "The bridge has twenty-three arches, all of stone, and more text here.", "o": "It was painted red."}
+    answers = {"y": ["1912"], "n": ["Ada Brenner"], "c": ["twenty-three"], "o": ["painted blue"]}
+    qa = tmp_path / "toy_train.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [{"header": {"dataset": "toy", "split": "train"}}] + [
+        {"context": contexts[q], "qas": [{"qid": q, "question": "?", "answers": answers[q]}]} for q in contexts]) + "\n")
+    for name, f1 in (("a", {"y": 0.0, "n": 1.0, "c": 0.5, "o": 0.0}), ("b", {"y": 1.0, "n": 1.0, "c": 1.0, "o": 0.5})):
+        rows = [{"qid": q, "context": "x", "prediction": "p", "answers": answers[q], "em": 0.0, "f1": 100 * f1[q]}
+                for q in contexts]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"method": {"method": "m"}, "label": name, "datasets": {},
+                                                            "predictions": {"toy_train": rows}}))
+    done = run_script("scripts/results/answer_types.py", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                      "--data", str(qa), "-o", str(tmp_path / "types.json"))
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "types.json").read_text())
+    kinds = {row["group"]: row for row in found["groups"]["kind"]}
+    assert {k: kinds[k]["questions"] for k in kinds} == {"year": 1, "number": 1, "name": 1, "other": 1}
+    assert kinds["year"]["f1"] == [0.0, 100.0] and kinds["number"]["f1"] == [50.0, 100.0]
+    positions = {row["group"]: row["questions"] for row in found["groups"]["position"]}
+    assert positions == {"first third": 3, "middle third": 0, "last third": 0, "absent": 1}
+    assert found["f1"] == [37.5, 87.5] and "| year | 1 | 0.00 | 100.00 |" in (tmp_path / "types.md").read_text()
+    (tmp_path / "b.json").write_text(json.dumps({"method": {"method": "m"}, "datasets": {}, "predictions": {"toy_train": []}}))
+    done = run_script("scripts/results/answer_types.py", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                      "--data", str(qa), "-o", str(tmp_path / "types.json"))
+    assert done.returncode == 1 and "needs its predictions" in done.stderr

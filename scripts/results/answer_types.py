@@ -1,0 +1,102 @@
+"""Where the compressed context loses answers: F1 per kind of gold answer and per answer position, for
+several evaluations of the same questions (e.g. the shipped compressor, prompt tuning over the full
+context, the frozen model reading the full context).
+
+Usage:
+  python scripts/results/answer_types.py RESULTS.json [RESULTS.json ...] --data QA_FILE [QA_FILE ...] -o OUT.json
+
+Every RESULTS.json comes from `comprexit eval --predictions` on the same questions; --data names the QA files
+they were scored on (their contexts give the answer positions). Writes OUT.json and OUT.md.
+
+Kinds, from the gold answers, first rule that holds: `year` (a gold answer is a year 1000-2099 alone),
+`number` (one holds a digit or a number word), `name` (the first gold answer is one to four words, each
+capitalised), `other`. Position: where the first gold answer first appears in the context (case-folded), in
+thirds of the context's characters; `absent` when it does not appear verbatim.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from comprexit.data.qa import load_qa  # noqa: E402
+from comprexit.evaluation.report import environment, load_results, write_json_and_markdown  # noqa: E402
+
+YEAR = re.compile(r"^\s*(1\d{3}|20\d{2})\s*$")
+NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "billion", "dozen", "half"}
+KINDS = ("year", "number", "name", "other")
+POSITIONS = ("first third", "middle third", "last third", "absent")
+
+
+def answer_kind(answers: list[str]) -> str:
+    if any(YEAR.match(a) for a in answers):
+        return "year"
+    if any(re.search(r"\d", a) or NUMBER_WORDS & set(re.findall(r"[a-z]+", a.lower())) for a in answers):
+        return "number"
+    words = answers[0].split()
+    if 1 <= len(words) <= 4 and all(w[:1].isupper() for w in words):
+        return "name"
+    return "other"
+
+
+def answer_position(context: str, answer: str) -> str:
+    at = context.lower().find(answer.lower().strip())
+    if at < 0 or not answer.strip():
+        return "absent"
+    return POSITIONS[min(2, 3 * at // max(len(context), 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("results", nargs="+")
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("-o", "--output", required=True)
+    args = parser.parse_args()
+    contexts = {qa.qid: qa.context for spec in args.data for qa in load_qa(spec)}
+    runs = [load_results(path) for path in args.results]
+    rows = [{(name, row["qid"]): row for name, found in run.get("predictions", {}).items() for row in found}
+            for run in runs]
+    if not all(rows):
+        sys.exit("every results file needs its predictions (comprexit eval --predictions)")
+    questions = sorted(set.intersection(*(set(r) for r in rows)))
+    if len(questions) != len(rows[0]) or any(len(r) != len(questions) for r in rows):
+        sys.exit("the results files do not hold the same questions")
+    missing = [qid for _, qid in questions if qid not in contexts]
+    if missing:
+        sys.exit(f"{len(missing)} question(s) not in --data, e.g. {missing[0]}")
+    groups: dict[str, dict[str, list]] = {"kind": {}, "position": {}}
+    for key in questions:
+        first = rows[0][key]
+        groups["kind"].setdefault(answer_kind(first["answers"]), []).append(key)
+        groups["position"].setdefault(answer_position(contexts[key[1]], first["answers"][0]), []).append(key)
+    labels = [run.get("label") or run["method"]["method"] for run in runs]
+    table = {by: [{"group": name, "questions": len(groups[by].get(name, [])),
+                   "f1": [round(sum(r[k]["f1"] for k in groups[by][name]) / len(groups[by][name]), 2)
+                          if groups[by].get(name) else None for r in rows]}
+                  for name in (KINDS if by == "kind" else POSITIONS)] for by in groups}
+    overall = [round(sum(r[k]["f1"] for k in questions) / len(questions), 2) for r in rows]
+    data = {"kind": "answer_types", "results": args.results, "labels": labels, "data": args.data,
+            "questions": len(questions), "f1": overall, "groups": table, "rules": __doc__.strip().split("\n\n")[2],
+            "summarized_on": environment()}
+    lines = [f"# F1 by kind of answer and by answer position ({len(questions)} questions)", "",
+             "Questions pooled (each weighs the same). " + data["rules"].replace("\n", " "), ""]
+    for by, title in (("kind", "kind of gold answer"), ("position", "position of the gold answer in the context")):
+        lines += [f"## By {title}", "", "| " + " | ".join([by, "questions", *labels]) + " |",
+                  "|---|---:|" + "---:|" * len(labels)]
+        for row in table[by]:
+            f1 = ["-" if v is None else f"{v:.2f}" for v in row["f1"]]
+            lines.append(f"| {row['group']} | {row['questions']} | " + " | ".join(f1) + " |")
+        lines.append(f"| all | {len(questions)} | " + " | ".join(f"{v:.2f}" for v in overall) + " |")
+        lines.append("")
+    env = data["summarized_on"]
+    lines.append(f"Summarised with commit {env.get('commit')} on {env.get('date')}; "
+                 "the evaluations' own devices and commits are in their files.")
+    for path in write_json_and_markdown(data, "\n".join(lines) + "\n", args.output):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
