@@ -36,7 +36,7 @@
 #   every call with NPROC=1 NTP_INIT=$PWD/src/comprexit/weights/gemma-3-270m-4x SNAPSHOT=500
 #   LONG_ARGS='--lr 3e-4 --compressor-config {"projector_branch":2048,"reader_tokens":32}'.
 #   What happened: the first start failed, the second machine was taken back for other work during call 10 (its
-#   stage lacked piece 1, since call 1 had found no machine), and fourteen later tries over 70 minutes found none;
+#   stage lacked piece 1, since call 1 had found no machine), and every later try over the next 70 minutes found none;
 #   refused starts spent the budget, so nothing ran. Lessons: send call 1 alone and go on only once it reports a
 #   machine; the calls after it are cheap (~4 s each), a start costs ~3 minutes of the budget and a refusal 1.5-2.
 # Shipping weights of 4.8M parameters adds ~5 MB to the tree every call carries: prepare smaller pieces then.
