@@ -180,12 +180,15 @@ def test_answer_types_groups_questions_by_kind_and_position(tmp_path):
     qa.write_text("\n".join(json.dumps(r) for r in [{"header": {"dataset": "toy", "split": "train"}}] + [
         {"context": contexts[q], "qas": [{"qid": q, "question": "?", "answers": answers[q]}]} for q in contexts]) + "\n")
     for name, f1 in (("a", {"y": 0.0, "n": 1.0, "c": 0.5, "o": 0.0}), ("b", {"y": 1.0, "n": 1.0, "c": 1.0, "o": 0.5})):
-        rows = [{"qid": q, "context": "x", "prediction": "p", "answers": answers[q], "em": 0.0, "f1": 100 * f1[q]}
+        rows = [{"qid": q, "context": "x", "prediction": "p", "answers": answers[q], "em": 0.0, "f1": f1[q]}
                 for q in contexts]
         (tmp_path / f"{name}.json").write_text(json.dumps({"method": {"method": "m"}, "label": name, "datasets": {},
                                                             "predictions": {"toy_train": rows}}))
+    from tiny import save_tiny_backbone
+
+    tiny = ["--backbone", str(save_tiny_backbone("llama", tmp_path / "model"))]  # its tokenizer counts positions
     done = run_script("scripts/results/answer_types.py", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
-                      "--data", str(qa), "-o", str(tmp_path / "types.json"))
+                      "--data", str(qa), "-o", str(tmp_path / "types.json"), *tiny)
     assert done.returncode == 0, done.stderr
     found = json.loads((tmp_path / "types.json").read_text())
     kinds = {row["group"]: row for row in found["groups"]["kind"]}
@@ -193,8 +196,10 @@ def test_answer_types_groups_questions_by_kind_and_position(tmp_path):
     assert kinds["year"]["f1"] == [0.0, 100.0] and kinds["number"]["f1"] == [50.0, 100.0]
     positions = {row["group"]: row["questions"] for row in found["groups"]["position"]}
     assert positions == {"first third": 3, "middle third": 0, "last third": 0, "absent": 1}
+    windows = {row["group"]: row["questions"] for row in found["groups"]["window"]}
+    assert windows["window 1 (tokens 0-127)"] == 3 and windows["absent"] == 1
     assert found["f1"] == [37.5, 87.5] and "| year | 1 | 0.00 | 100.00 |" in (tmp_path / "types.md").read_text()
     (tmp_path / "b.json").write_text(json.dumps({"method": {"method": "m"}, "datasets": {}, "predictions": {"toy_train": []}}))
     done = run_script("scripts/results/answer_types.py", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
-                      "--data", str(qa), "-o", str(tmp_path / "types.json"))
+                      "--data", str(qa), "-o", str(tmp_path / "types.json"), *tiny)
     assert done.returncode == 1 and "needs its predictions" in done.stderr

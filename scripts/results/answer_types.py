@@ -8,10 +8,7 @@ Usage:
 Every RESULTS.json comes from `comprexit eval --predictions` on the same questions; --data names the QA files
 they were scored on (their contexts give the answer positions). Writes OUT.json and OUT.md.
 
-Kinds, from the gold answers, first rule that holds: `year` (a gold answer is a year 1000-2099 alone),
-`number` (one holds a digit or a number word), `name` (the first gold answer is one to four words, each
-capitalised), `other`. Position: where the first gold answer first appears in the context (case-folded), in
-thirds of the context's characters; `absent` when it does not appear verbatim.
+The rules are RULES below. Token positions come from the bundled backbone's tokenizer (--backbone: another).
 """
 
 import argparse
@@ -29,6 +26,13 @@ NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", 
                 "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "billion", "dozen", "half"}
 KINDS = ("year", "number", "name", "other")
 POSITIONS = ("first third", "middle third", "last third", "absent")
+WINDOWS = ("window 1 (tokens 0-127)", "window 2 (128-255)", "windows 3+ (256-)", "absent")
+RULES = ("Kinds, from the gold answers, first rule that holds: year (a gold answer is a year 1000-2099 alone), "
+         "number (one holds a digit or a number word), name (the first gold answer is one to four words, each "
+         "capitalised), other. Position: where the first gold answer first appears in the context (case-folded), "
+         "in thirds of the context's characters; window: the optimal-transport window (128 tokens, `[BOS]` not "
+         "counted) of the context token where it starts; absent when it does not appear verbatim. F1 in percent, "
+         "each question weighing the same.")
 
 
 def answer_kind(answers: list[str]) -> str:
@@ -49,11 +53,25 @@ def answer_position(context: str, answer: str) -> str:
     return POSITIONS[min(2, 3 * at // max(len(context), 1))]
 
 
+def answer_window(context: str, answer: str, tokenizer, window: int = 128) -> str:
+    at = context.lower().find(answer.lower().strip())
+    if at < 0 or not answer.strip():
+        return "absent"
+    start = len(tokenizer(context[:at], add_special_tokens=False)["input_ids"])
+    return WINDOWS[min(2, start // window)]
+
+
+def mean_f1(rows: dict, keys) -> float:
+    """Mean F1 in percent (prediction rows hold it as a fraction)."""
+    return round(100 * sum(rows[k]["f1"] for k in keys) / len(keys), 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("results", nargs="+")
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--backbone", default=None, help="whose tokenizer counts token positions (default: bundled)")
     args = parser.parse_args()
     contexts = {qa.qid: qa.context for spec in args.data for qa in load_qa(spec)}
     runs = [load_results(path) for path in args.results]
@@ -67,23 +85,28 @@ def main() -> None:
     missing = [qid for _, qid in questions if qid not in contexts]
     if missing:
         sys.exit(f"{len(missing)} question(s) not in --data, e.g. {missing[0]}")
-    groups: dict[str, dict[str, list]] = {"kind": {}, "position": {}}
+    from comprexit import Backbone
+
+    tokenizer = Backbone.load(args.backbone, device="cpu").tokenizer
+    groups: dict[str, dict[str, list]] = {"kind": {}, "position": {}, "window": {}}
     for key in questions:
-        first = rows[0][key]
+        first, context = rows[0][key], contexts[key[1]]
         groups["kind"].setdefault(answer_kind(first["answers"]), []).append(key)
-        groups["position"].setdefault(answer_position(contexts[key[1]], first["answers"][0]), []).append(key)
+        groups["position"].setdefault(answer_position(context, first["answers"][0]), []).append(key)
+        groups["window"].setdefault(answer_window(context, first["answers"][0], tokenizer), []).append(key)
+    order = {"kind": KINDS, "position": POSITIONS, "window": WINDOWS}
     labels = [run.get("label") or run["method"]["method"] for run in runs]
     table = {by: [{"group": name, "questions": len(groups[by].get(name, [])),
-                   "f1": [round(sum(r[k]["f1"] for k in groups[by][name]) / len(groups[by][name]), 2)
-                          if groups[by].get(name) else None for r in rows]}
-                  for name in (KINDS if by == "kind" else POSITIONS)] for by in groups}
-    overall = [round(sum(r[k]["f1"] for k in questions) / len(questions), 2) for r in rows]
+                   "f1": [mean_f1(r, groups[by][name]) if groups[by].get(name) else None for r in rows]}
+                  for name in order[by]] for by in groups}
+    overall = [mean_f1(r, questions) for r in rows]
     data = {"kind": "answer_types", "results": args.results, "labels": labels, "data": args.data,
-            "questions": len(questions), "f1": overall, "groups": table, "rules": __doc__.strip().split("\n\n")[2],
+            "questions": len(questions), "f1": overall, "groups": table, "rules": RULES,
             "summarized_on": environment()}
     lines = [f"# F1 by kind of answer and by answer position ({len(questions)} questions)", "",
-             "Questions pooled (each weighs the same). " + data["rules"].replace("\n", " "), ""]
-    for by, title in (("kind", "kind of gold answer"), ("position", "position of the gold answer in the context")):
+             RULES, ""]
+    for by, title in (("kind", "kind of gold answer"), ("position", "position of the gold answer in the context"),
+                      ("window", "transport window of the gold answer's first token")):
         lines += [f"## By {title}", "", "| " + " | ".join([by, "questions", *labels]) + " |",
                   "|---|---:|" + "---:|" * len(labels)]
         for row in table[by]:
