@@ -203,3 +203,27 @@ def test_answer_types_groups_questions_by_kind_and_position(tmp_path):
     done = run_script("scripts/results/answer_types.py", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                       "--data", str(qa), "-o", str(tmp_path / "types.json"), *tiny)
     assert done.returncode == 1 and "needs its predictions" in done.stderr
+
+
+def test_capacity_by_position_splits_a_compressed_context_into_thirds():
+    """Per third: capacity relative to uniform, own-field share and source offset of the slots whose field starts there."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "scripts" / "results"))
+    from capacity_by_position import context_rows
+
+    class Explained:  # 12 tokens, 3 slots of 4-token fields in one window; slot 2 draws half from slot 0's field
+        num_tokens = 12
+        slot_start = np.zeros(3, dtype=int)
+        slot_field = np.array([[0, 4], [4, 8], [8, 12]])
+        draws = np.zeros((3, 12))
+
+        def relative_capacity(self):
+            return np.array([2.0] * 4 + [1.0] * 4 + [0.0] * 4)
+
+    Explained.draws[0, :4] = Explained.draws[1, 4:8] = 0.25
+    Explained.draws[2, :4], Explained.draws[2, 8:] = 0.125, 0.125
+    rows = context_rows(Explained())
+    assert rows["first third"] == [2.0, 1.0, 0.0] and rows["middle third"] == [1.0, 1.0, 0.0]
+    capacity, own, offset = rows["last third"]
+    assert capacity == 0.0 and own == 0.5 and offset == 4.0  # sources centred on 5.5, its field on 9.5
