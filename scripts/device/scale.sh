@@ -39,6 +39,11 @@
 #   stage lacked piece 1, since call 1 had found no machine), and every later try over the next 70 minutes found none;
 #   refused starts spent the budget, so nothing ran. Lessons: send call 1 alone and go on only once it reports a
 #   machine; the calls after it are cheap (~4 s each), a start costs ~3 minutes of the budget and a refusal 1.5-2.
+# Seventh lease (results/training/2026-12-07-h100-seventh, one H100): staging 10 pieces of 26 MiB, 4 s a call after
+#   the start; `setup speed_short` then `speed_choice` in one call of 331 s (setup 84 s). compiled_b256 803 examples/s,
+#   eager_b256 521, eager_b64 246: the rule chose `--batch-size 256 --compile`. The choice file stays on the machine,
+#   so later leases name it in LONG_ARGS. A reply later than 30 s lost one warm machine: send the staging calls and
+#   the work call in one message, and only once call 1 has reported a machine.
 # Shipping weights of 4.8M parameters adds ~5 MB to the tree every call carries: prepare smaller pieces then.
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
