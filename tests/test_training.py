@@ -1,6 +1,7 @@
 """Training on a tiny random backbone: the loss falls, resume is exact, the backbone never changes."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from comprexit.training import checkpoints
 from comprexit.training.config import TrainConfig
 from comprexit.training.data import bucketed_batches, ntp_examples
 from comprexit.training.objectives import LossWeights, batch_losses
-from comprexit.training.trainer import Trainer
+from comprexit.training import trainer as trainer_module
+from comprexit.training.trainer import PLAN_REVISE_EVERY, Trainer
 
 from conftest import WORDS
 from tiny import tiny_backbone
@@ -245,8 +247,11 @@ def planned_run(tmp_path, corpus, **changes) -> tuple[dict, list[dict], list[dic
 def test_a_planned_run_sets_its_steps_from_its_speed_and_ends_decayed(tmp_path, corpus):
     summary, plan, train, cfg = planned_run(tmp_path, corpus, max_steps=1000, plan_minutes=0.15, eval_every=1000,
                                             save_every=1000)
-    assert len(plan) == 1 and plan[0]["step"] == 25 and 25 < plan[0]["total_steps"] < 1000
-    assert summary["status"] == "finished" and summary["step"] == plan[0]["total_steps"]
+    assert plan[0]["step"] == 25 and 25 < plan[0]["total_steps"] < 1000
+    # no validation before the end: any revision comes every PLAN_REVISE_EVERY steps, before half has run
+    assert all(later["step"] - earlier["step"] == PLAN_REVISE_EVERY for earlier, later in zip(plan, plan[1:]))
+    assert all(later["step"] < 0.5 * earlier["total_steps"] for earlier, later in zip(plan, plan[1:]))
+    assert summary["status"] == "finished" and summary["step"] == plan[-1]["total_steps"]
     assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule decays to zero at the planned end
     assert max(r["lr"] for r in train) == pytest.approx(cfg.lr, rel=0.05)
 
@@ -260,6 +265,29 @@ def test_a_planned_run_revises_its_plan_at_validations_until_half_has_run(tmp_pa
     assert all(later["step"] < 0.5 * earlier["total_steps"] for earlier, later in zip(plans, plans[1:]))
     assert summary["status"] == "finished" and summary["step"] == plans[-1]["total_steps"]
     assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # still decays to zero at the revised end
+
+
+def test_a_plan_made_over_slow_first_steps_is_revised_between_validations(tmp_path, corpus, monkeypatch):
+    """A recompilation among the probe's steps (--compile on one H100) made a first plan of a third of the
+    time, and the first validation came too late to revise it: the plan is also revised every
+    PLAN_REVISE_EVERY steps, so the run still fills its minutes."""
+    monkeypatch.setattr(trainer_module, "PLAN_REVISE_EVERY", 10)
+    cfg = config(tmp_path, corpus, max_steps=5000, plan_minutes=0.3, eval_every=5000, save_every=5000)
+    trainer = Trainer(cfg, backbone=tiny_backbone("llama"))
+    step = trainer._step
+
+    def slow_probe(*args, **kwargs):  # steps 6-25 as slow as a step that compiles
+        if 5 <= trainer.position.step < 25:
+            time.sleep(0.15)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_step", slow_probe)
+    summary = trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    plans = [r for r in rows if r["kind"] == "plan"]
+    assert plans[0]["step"] == 25 and [r["step"] - 25 for r in plans[1:3]] == [10, 20]
+    assert summary["status"] == "finished" and summary["step"] == plans[-1]["total_steps"]
+    assert summary["step"] > 1.3 * plans[0]["total_steps"]  # without the revisions it would stop at the first plan
 
 
 def test_kl_can_distil_a_trained_teacher_instead_of_the_frozen_model(tmp_path, qa_file):

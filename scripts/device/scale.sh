@@ -43,7 +43,9 @@
 #   the start; `setup speed_short` then `speed_choice` in one call of 331 s (setup 84 s). compiled_b256 803 examples/s,
 #   eager_b256 521, eager_b64 246: the rule chose `--batch-size 256 --compile`. The choice file stays on the machine,
 #   so later leases name it in LONG_ARGS. A reply later than 30 s lost one warm machine: send the staging calls and
-#   the work call in one message, and only once call 1 has reported a machine.
+#   the work call in one message, and only once call 1 has reported a machine. A second machine's pilot
+#   (`setup long_sft`, SFT_MINUTES=1.8) showed --plan-minutes planning a third of the time under --compile (the
+#   probe's steps held recompilations); the trainer now revises the plan every 100 steps (PLAN_REVISE_EVERY).
 # Shipping weights of 4.8M parameters adds ~5 MB to the tree every call carries: prepare smaller pieces then.
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time

@@ -93,7 +93,7 @@ class TrainConfig:
     max_minutes: float | None = _field(None, "pause (checkpointed) after this much training time; --resume continues")
     plan_minutes: float | None = _field(
         None, "plan the schedule to end after this much training time: the step count is set from the speed "
-              "of the first steps (logged as a 'plan' row; max_steps/epochs only start the run)")
+              "of the first steps and revised as the run goes (logged as 'plan' rows; max_steps/epochs only start the run)")
     mixed_precision: str = _field("auto", "auto (bf16 on a GPU), bf16, fp16 or no")
     profile_steps: int = _field(0, "time the parts of the first N steps (synchronises the GPU)")
     compile: bool = _field(

@@ -68,6 +68,10 @@ PLAN_SHARE = 0.9
 # revision (one validation included, hence a larger share).
 PLAN_REVISE_SHARE = 0.97
 PLAN_REVISE_UNTIL = 0.5
+# ... and every this many steps between validations: with --compile on one H100 the probe's steps 5-25 held a
+# recompilation and ran at 0.86 s a step against a steady 0.28, so the first plan was a third of the time and the
+# first validation (step 250) came after half of it, too late to revise (results/training/2026-12-07-h100-seventh).
+PLAN_REVISE_EVERY = 100
 
 
 @dataclass
@@ -285,14 +289,17 @@ class Trainer:
         self.log({"kind": "plan", "step": step, "seconds_per_step": round(seconds_per_step, 4),
                   "total_steps": self.total_steps, "plan_minutes": self.config.plan_minutes})
 
-    def _revise_plan(self, step: int, revision: tuple[int, float], started: float) -> tuple[int, float] | None:
-        """Plan again from the speed since the last plan (its validation included); None once half has run."""
+    def _revise_plan(self, step: int, revision: tuple[int, float], started: float, validated: bool
+                     ) -> tuple[int, float] | None:
+        """Plan again from the speed since the last plan (a validation included when `validated`); None once half
+        has run. Every process calls it at the same step, so their plans stay one."""
         if step >= PLAN_REVISE_UNTIL * self.total_steps:
             return None
         _drain(self.accelerator.device)
         now = time.perf_counter()
         last_step, last_time = revision
-        self._plan(step, (now - last_time) / (step - last_step), now - started, share=PLAN_REVISE_SHARE)
+        self._plan(step, (now - last_time) / (step - last_step), now - started,
+                   share=PLAN_REVISE_SHARE if validated else PLAN_SHARE)
         return step, now
 
     @property
@@ -584,11 +591,13 @@ class Trainer:
                     self.log({"kind": "profile", "step": step, "steps": c.profile_steps,
                               **{f"share_{k}": v / total for k, v in timer.seconds.items()},
                               "seconds_per_step": total / c.profile_steps})
-                if step % c.eval_every == 0 or step == self.total_steps:
+                validated = step % c.eval_every == 0 or step == self.total_steps
+                if validated:
                     self._validate_and_select(step)
-                    if revision is not None and step < self.total_steps:
-                        revision = self._revise_plan(step, revision, started)
-                        bar.total = self.total_steps
+                if revision is not None and step < self.total_steps and (
+                        validated or step - revision[0] >= PLAN_REVISE_EVERY):
+                    revision = self._revise_plan(step, revision, started, validated)
+                    bar.total = self.total_steps
                 if step % c.save_every == 0 and step < self.total_steps:
                     self.save_checkpoint()
                 if c.snapshot_every and step % c.snapshot_every == 0 and self.is_main:
