@@ -13,7 +13,7 @@ from comprexit.training.config import TrainConfig
 from comprexit.training.data import bucketed_batches, ntp_examples
 from comprexit.training.objectives import LossWeights, batch_losses
 from comprexit.training import trainer as trainer_module
-from comprexit.training.trainer import PLAN_REVISE_EVERY, Trainer
+from comprexit.training.trainer import PLAN_REVISE_EVERY, PROFILE_AFTER, Trainer
 
 from conftest import WORDS
 from tiny import tiny_backbone
@@ -288,6 +288,19 @@ def test_a_plan_made_over_slow_first_steps_is_revised_between_validations(tmp_pa
     assert plans[0]["step"] == 25 and [r["step"] - 25 for r in plans[1:3]] == [10, 20]
     assert summary["status"] == "finished" and summary["step"] == plans[-1]["total_steps"]
     assert summary["step"] > 1.3 * plans[0]["total_steps"]  # without the revisions it would stop at the first plan
+
+
+def test_the_profile_times_steps_after_the_first_ones(tmp_path, corpus):
+    """--profile-steps N times steps 5 .. 4 + N: the first steps compile under --compile (a profile of steps
+    1-8 gave a compiled step's decoder forward 80%); its shares split the profiled steps' time."""
+    cfg = config(tmp_path, corpus, max_steps=8, profile_steps=3, eval_every=100, save_every=100)
+    Trainer(cfg, backbone=tiny_backbone("llama")).train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (profile,) = [r for r in rows if r["kind"] == "profile"]
+    assert profile["step"] == PROFILE_AFTER + 3 and profile["steps"] == 3
+    shares = {k: v for k, v in profile.items() if k.startswith("share_")}
+    assert {"share_encoder", "share_compressor", "share_decoder_forward", "share_decoder_backward"} <= set(shares)
+    assert sum(shares.values()) == pytest.approx(1.0)
 
 
 def test_kl_can_distil_a_trained_teacher_instead_of_the_frozen_model(tmp_path, qa_file):

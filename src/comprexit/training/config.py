@@ -95,7 +95,7 @@ class TrainConfig:
         None, "plan the schedule to end after this much training time: the step count is set from the speed "
               "of the first steps and revised as the run goes (logged as 'plan' rows; max_steps/epochs only start the run)")
     mixed_precision: str = _field("auto", "auto (bf16 on a GPU), bf16, fp16 or no")
-    profile_steps: int = _field(0, "time the parts of the first N steps (synchronises the GPU)")
+    profile_steps: int = _field(0, "time the parts of N steps after the first 4 (synchronises the GPU)")
     compile: bool = _field(
         False, "run each decoder layer of the frozen backbone's encoder and decoder passes under torch.compile (one "
                "graph shared by all layers, dynamic shapes; the first steps compile; refused in one line where "

@@ -60,7 +60,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
 def steady_throughput(train: Sequence[dict[str, Any]], profile: dict[str, Any] | None) -> dict[str, float] | None:
     """Median examples/s and tokens/s of the logged windows after the first one (warm-up) and after
     any profiled steps (the profiler synchronises the device, which slows them)."""
-    after = (profile or {}).get("steps") or 0
+    after = (profile or {}).get("step") or 0  # the last profiled step
     steady = [r for r in train[1:] if r["step"] > after and r.get("examples_per_second")]
     if not steady:
         return None

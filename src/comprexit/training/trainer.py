@@ -72,6 +72,9 @@ PLAN_REVISE_UNTIL = 0.5
 # recompilation and ran at 0.86 s a step against a steady 0.28, so the first plan was a third of the time and the
 # first validation (step 250) came after half of it, too late to revise (results/training/2026-12-07-h100-seventh).
 PLAN_REVISE_EVERY = 100
+# --profile-steps N times steps PROFILE_AFTER + 1 .. PROFILE_AFTER + N: the first steps compile under --compile (the
+# seventh lease's profile of steps 1-8 gave the decoder forward 80% of a compiled step) and grow the allocator.
+PROFILE_AFTER = 4
 
 
 @dataclass
@@ -586,7 +589,7 @@ class Trainer:
                     self.log(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", ex_s=f"{row['examples_per_second']:.0f}")
                     window = _Window(self.accelerator.device)
-                if step == c.profile_steps and timer.seconds:
+                if step == PROFILE_AFTER + c.profile_steps and timer.seconds:
                     total = sum(timer.seconds.values())
                     self.log({"kind": "profile", "step": step, "steps": c.profile_steps,
                               **{f"share_{k}": v / total for k, v in timer.seconds.items()},
@@ -628,7 +631,7 @@ class Trainer:
     def _step(self, examples: list[Example], window: "_Window", timer: Timer) -> torch.Tensor:
         """One optimizer step over a global batch; returns the gradient norm (a device tensor)."""
         c = self.config
-        timer.enabled = self.position.step < c.profile_steps
+        timer.enabled = PROFILE_AFTER <= self.position.step < PROFILE_AFTER + c.profile_steps
         # Each process's loss is normalised by the global token counts times the number of
         # processes: data parallelism then averages gradients into the exact global-batch mean.
         denominators = {k: v / self.world for k, v in self._global_token_counts(examples).items()}
