@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from comprexit.training import checkpoints
+from comprexit.training import trainer as trainer_module
 from comprexit.training.config import TrainConfig
 from comprexit.training.data import bucketed_batches, ntp_examples
 from comprexit.training.objectives import LossWeights, batch_losses
-from comprexit.training import trainer as trainer_module
 from comprexit.training.trainer import PLAN_REVISE_EVERY, PROFILE_AFTER, Trainer
 
 from conftest import WORDS

@@ -69,8 +69,9 @@ PLAN_SHARE = 0.9
 PLAN_REVISE_SHARE = 0.97
 PLAN_REVISE_UNTIL = 0.5
 # ... and every this many steps between validations: with --compile on one H100 the probe's steps 5-25 held a
-# recompilation and ran at 0.86 s a step against a steady 0.28, so the first plan was a third of the time and the
-# first validation (step 250) came after half of it, too late to revise (results/training/2026-12-07-h100-seventh).
+# recompilation and ran at 0.86 s a step against a steady 0.29, so the first plan was a third of the time, and in a
+# 7-minute plan the first validation (step 250) would come after half of it, too late to revise
+# (results/training/2026-12-07-h100-seventh).
 PLAN_REVISE_EVERY = 100
 # --profile-steps N times steps PROFILE_AFTER + 1 .. PROFILE_AFTER + N: the first steps compile under --compile (the
 # seventh lease's profile of steps 1-8 gave the decoder forward 80% of a compiled step) and grow the allocator.
