@@ -139,6 +139,14 @@ def test_eval_leaves_out_the_excluded_questions_before_the_limit(capsys, tmp_pat
     capsys.readouterr()
     assert main([str(a) for a in argv[:-4] + ["--exclude-questions", tmp_path / "all.json"]]) == 2
     assert "--exclude-questions leaves no question" in capsys.readouterr().err
+    # with several files, one that the exclusion empties is named and left out; the others are scored
+    other = tmp_path / "other_eval.jsonl"
+    other.write_text(qa_path.read_text().replace('"qid": "q', '"qid": "o'))
+    both = argv[:7] + [other] + argv[7:-4] + ["--exclude-questions", tmp_path / "all.json", "-o", tmp_path / "both.json"]
+    assert main([str(a) for a in both]) == 0
+    err = capsys.readouterr().err
+    assert "toy_eval.jsonl: --exclude-questions leaves no question; not scored" in err
+    assert list(json.loads((tmp_path / "both.json").read_text())["datasets"]) == ["other_eval"]
 
 
 @pytest.fixture

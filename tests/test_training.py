@@ -290,6 +290,27 @@ def test_a_plan_made_over_slow_first_steps_is_revised_between_validations(tmp_pa
     assert summary["step"] > 1.3 * plans[0]["total_steps"]  # without the revisions it would stop at the first plan
 
 
+def test_validation_time_is_not_counted_as_step_time_when_the_plan_is_revised(tmp_path, corpus, monkeypatch):
+    """A revision 25 steps before a validation once counted the validation's time as the steps' time and planned
+    512 steps for 5 minutes, 2 of which it used (the eighth lease): validations and checkpoints are timed apart
+    and spread over the steps, so the run still fills its minutes."""
+    monkeypatch.setattr(trainer_module, "PLAN_REVISE_EVERY", 5)
+    cfg = config(tmp_path, corpus, max_steps=5000, plan_minutes=0.2, eval_every=40, save_every=5000)
+    trainer = Trainer(cfg, backbone=tiny_backbone("llama"))
+    validate = trainer._validate_and_select
+
+    def slow_validation(step):  # a validation as long as many steps, like 1,000 generated answers on a GPU
+        time.sleep(0.5)
+        return validate(step)
+
+    monkeypatch.setattr(trainer, "_validate_and_select", slow_validation)
+    started = time.perf_counter()
+    summary = trainer.train()
+    took = time.perf_counter() - started
+    assert summary["status"] == "finished"
+    assert took > 0.75 * cfg.plan_minutes * 60  # counted as step time, the plan ended the run at about a third
+
+
 def test_the_profile_times_steps_after_the_first_ones(tmp_path, corpus):
     """--profile-steps N times steps 5 .. 4 + N: the first steps compile under --compile (a profile of steps
     1-8 gave a compiled step's decoder forward 80%); its shares split the profiled steps' time."""

@@ -91,14 +91,12 @@ def read_question_ids(path: str) -> set[str]:
 
 
 def without_questions(dataset, excluded: set[str]):
-    """The dataset less the questions whose ids are in `excluded`."""
+    """The dataset less the questions whose ids are in `excluded`; None when none is left."""
     from dataclasses import replace
-
-    from ..errors import InputError
 
     kept = [qa for qa in dataset if qa.qid not in excluded]
     if not kept:
-        raise InputError(f"{dataset.source}: --exclude-questions leaves no question")
+        return None
     left = len(dataset) - len(kept)
     return replace(dataset, examples=kept, source=f"{dataset.source} ({left} excluded questions left out)" if left
                    else dataset.source)
@@ -138,6 +136,7 @@ def check_settings(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from ..backbone import Backbone
     from ..data.qa import load_qa
+    from ..errors import InputError
     from ..evaluation.report import environment, write_results
     from ..evaluation.runner import EvalSettings, evaluate
     from ..methods import available_methods, create_method
@@ -151,15 +150,22 @@ def run(args: argparse.Namespace) -> int:
         **({"template": args.template} if args.template else {}),
     )
     excluded = read_question_ids(args.exclude_questions) if args.exclude_questions else set()
-    datasets = {}
+    datasets, emptied = {}, []
     for spec in args.data:
         dataset = load_qa(spec, skip_malformed=args.skip_malformed)
         key = dataset_key(spec)
         if args.held_out is not None:
             dataset, key = held_out_part(dataset, args.held_out), f"{key}_held_out"
         if excluded:
-            dataset = without_questions(dataset, excluded)
+            source, dataset = dataset.source, without_questions(dataset, excluded)
+            if dataset is None:  # a small file's held-out part can lie wholly inside a run's validation questions
+                emptied.append(source)
+                continue
         datasets[key] = dataset.limit(args.limit) if args.limit else dataset
+    if emptied and not datasets:
+        raise InputError(f"{emptied[0]}: --exclude-questions leaves no question")
+    for source in emptied:
+        status(args, f"{source}: --exclude-questions leaves no question; not scored")
     status(args, f"data: {sum(len(d) for d in datasets.values())} questions in {len(datasets)} set(s)")
     backbone = Backbone.load(args.backbone, device=args.device, dtype=args.dtype)
     options = {name: getattr(args, name) for name in ("weights", "ratio") if getattr(args, name) is not None}

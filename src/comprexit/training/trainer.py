@@ -26,6 +26,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -64,9 +65,10 @@ VALIDATION_QUESTIONS = "validation_questions.json"
 PLAN_SHARE = 0.9
 # A first plan underestimates: on 4 H100s a run's speed rose from ~600 to ~1,400 examples/s over its
 # first 400 steps (new batch shapes, the allocator growing), and a 6-minute plan trained for 3. So the
-# plan is revised after each validation until half of it has run, from the wall time since the last
-# revision (one validation included, hence a larger share).
-PLAN_REVISE_SHARE = 0.97
+# plan is revised after each validation until half of it has run, from the steps' own time since the last
+# revision; the time of validations and checkpoints so far is spread over the steps trained in this call.
+# (Counting a validation as step time planned 512 steps for 5 minutes when a revision came 25 steps before a
+# validation: the eighth lease, results/training/2026-12-07-eighth.)
 PLAN_REVISE_UNTIL = 0.5
 # ... and every this many steps between validations: with --compile on one H100 the probe's steps 5-25 held a
 # recompilation and ran at 0.86 s a step against a steady 0.29, so the first plan was a third of the time, and in a
@@ -293,18 +295,18 @@ class Trainer:
         self.log({"kind": "plan", "step": step, "seconds_per_step": round(seconds_per_step, 4),
                   "total_steps": self.total_steps, "plan_minutes": self.config.plan_minutes})
 
-    def _revise_plan(self, step: int, revision: tuple[int, float], started: float, validated: bool
-                     ) -> tuple[int, float] | None:
-        """Plan again from the speed since the last plan (a validation included when `validated`); None once half
-        has run. Every process calls it at the same step, so their plans stay one."""
+    def _revise_plan(self, step: int, revision: "_Revision", started: float, aside: float, steps_this_call: int
+                     ) -> "_Revision | None":
+        """Plan again from the steps' speed since the last plan, plus the time spent aside from steps
+        (`aside` seconds so far: validations, checkpoints) per step of this call; None once half has run.
+        Every process calls it at the same step, so their plans stay one."""
         if step >= PLAN_REVISE_UNTIL * self.total_steps:
             return None
         _drain(self.accelerator.device)
         now = time.perf_counter()
-        last_step, last_time = revision
-        self._plan(step, (now - last_time) / (step - last_step), now - started,
-                   share=PLAN_REVISE_SHARE if validated else PLAN_SHARE)
-        return step, now
+        stepping = (now - revision.time - (aside - revision.aside)) / (step - revision.step)
+        self._plan(step, stepping + aside / steps_this_call, now - started)
+        return _Revision(step, now, aside)
 
     @property
     def unwrapped(self) -> ContextEncoder:
@@ -556,7 +558,8 @@ class Trainer:
         window = _Window(self.accelerator.device)
         train_seconds, train_examples = 0.0, 0
         first_step, probe = self.position.step, {}
-        revision = None  # (step, time) of the last plan, while the plan may still be revised
+        revision = None  # the last plan, while the plan may still be revised
+        aside = 0.0  # seconds of this call spent in validations and checkpoints, not in steps
         bar = tqdm(total=self.total_steps, initial=self.position.step, disable=not self.is_main, desc=f"train {c.phase}")
         paused = False
         while self.position.step < self.total_steps and not paused:
@@ -581,7 +584,7 @@ class Trainer:
                     self._plan(step, (probe[PLAN_PROBE[1]] - probe[PLAN_PROBE[0]]) / (PLAN_PROBE[1] - PLAN_PROBE[0]),
                                time.perf_counter() - started)
                     bar.total = self.total_steps
-                    revision = (step, probe[PLAN_PROBE[1]])
+                    revision = _Revision(step, probe[PLAN_PROBE[1]], aside)
                 bar.update(1)
                 if step % c.log_every == 0 or step == self.total_steps:
                     window.seconds += _drain(self.accelerator.device)  # the queued work is part of the window's time
@@ -595,17 +598,19 @@ class Trainer:
                     self.log({"kind": "profile", "step": step, "steps": c.profile_steps,
                               **{f"share_{k}": v / total for k, v in timer.seconds.items()},
                               "seconds_per_step": total / c.profile_steps})
+                set_aside = time.perf_counter()
                 validated = step % c.eval_every == 0 or step == self.total_steps
                 if validated:
                     self._validate_and_select(step)
-                if revision is not None and step < self.total_steps and (
-                        validated or step - revision[0] >= PLAN_REVISE_EVERY):
-                    revision = self._revise_plan(step, revision, started, validated)
-                    bar.total = self.total_steps
                 if step % c.save_every == 0 and step < self.total_steps:
                     self.save_checkpoint()
                 if c.snapshot_every and step % c.snapshot_every == 0 and self.is_main:
                     self.unwrapped.save_pretrained(self.run_dir / "snapshots" / f"step-{step:07d}")
+                aside += time.perf_counter() - set_aside
+                if revision is not None and step < self.total_steps and (
+                        validated or step - revision.step >= PLAN_REVISE_EVERY):
+                    revision = self._revise_plan(step, revision, started, aside, step - first_step)
+                    bar.total = self.total_steps
                 out_of_time = c.max_minutes is not None and (time.perf_counter() - started) / 60 > c.max_minutes
                 if out_of_time or step == stop_at_step:
                     paused = self.position.step < self.total_steps
@@ -676,6 +681,13 @@ def _drain(device: torch.device) -> float:
     start = time.perf_counter()
     torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+class _Revision(NamedTuple):
+    """Where the last plan was made: its step, its wall time, and the seconds set aside by then."""
+    step: int
+    time: float
+    aside: float
 
 
 class _Window:
