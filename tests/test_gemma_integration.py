@@ -59,8 +59,8 @@ LIGHTHOUSE = Path(__file__).resolve().parents[1] / "examples" / "lighthouse.txt"
 def test_shipped_compressor_keeps_a_name_a_place_and_a_count(reader):
     """The shipped weights carry exact content: on the README's made-up document (so the frozen
     model cannot know the answers) it gives the designer's name, where the lens was made and a
-    count exactly. Of eight such questions it answered four exactly when shipped; years still
-    blur (1998 for 1989: results/training/2026-11-27-h100x4-long/documents/answers.txt)."""
+    count exactly. Of eight such questions it answers four exactly; years still blur (1994 for 1989:
+    results/training/2026-12-07-eighth/documents/answers.txt)."""
     document = reader.compress(LIGHTHOUSE.read_text())
     questions = ["Who designed the lighthouse?", "Where was the lens made?",
                  "How many assistants did the keeper have?"]
