@@ -7,6 +7,7 @@ those of the compressor without it until it trains, also when it is added over t
 """
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -123,18 +124,16 @@ def test_a_saved_branch_loads_back_with_the_same_slots(tmp_path):
     assert torch.equal(slots_of(loaded, backbone), slots_of(model, backbone))
 
 
-def test_added_to_the_shipped_weights_it_costs_under_two_percent_of_gemma_and_keeps_their_slots():
+def test_the_shipped_weights_carry_the_branch_at_under_two_percent_of_gemma():
+    """The shipped weights were trained with a 2048-wide branch (results/training/2026-12-07-eighth): it adds
+    2,624,128 parameters, and the whole compressor stays under 2% of Gemma-3-270M."""
     folder = WEIGHTS_DIR / SHIPPED["gemma-3-270m"]
     shipped = ComprExIT.from_pretrained(folder)
-    wide = ComprExIT.from_pretrained(folder, added={"projector_branch": 2048})
+    assert shipped.config.projector_branch == 2048
     assert shipped.parameter_count() == json.loads((folder / CONFIG_FILE).read_text())["parameters"]
-    assert wide.parameter_count() - shipped.parameter_count() == 2 * 640 * 2048 + 640 + 2048  # 2,624,128
-    assert wide.parameter_count() < 0.02 * GEMMA_PARAMETERS
-    torch.manual_seed(0)  # the real model's shape: 19 hidden states of width 640; RMS-normalised before mixing
-    states, mask = torch.randn(2, 40, 19, 640), torch.ones(2, 40, dtype=torch.bool)
-    mask[1, 25:] = False
-    with torch.no_grad():
-        assert torch.equal(wide.eval()(states, mask).slots, shipped.eval()(states, mask).slots)
+    narrow = ComprExIT(replace(shipped.config, projector_branch=0), shipped.identity)
+    assert shipped.parameter_count() - narrow.parameter_count() == 2 * 640 * 2048 + 640 + 2048  # 2,624,128
+    assert shipped.parameter_count() < 0.02 * GEMMA_PARAMETERS
 
 
 # ------------------------------------------------------------------ --init: added over trained weights

@@ -602,15 +602,17 @@ class Trainer:
                 validated = step % c.eval_every == 0 or step == self.total_steps
                 if validated:
                     self._validate_and_select(step)
-                if step % c.save_every == 0 and step < self.total_steps:
-                    self.save_checkpoint()
-                if c.snapshot_every and step % c.snapshot_every == 0 and self.is_main:
-                    self.unwrapped.save_pretrained(self.run_dir / "snapshots" / f"step-{step:07d}")
                 aside += time.perf_counter() - set_aside
                 if revision is not None and step < self.total_steps and (
                         validated or step - revision.step >= PLAN_REVISE_EVERY):
                     revision = self._revise_plan(step, revision, started, aside, step - first_step)
                     bar.total = self.total_steps
+                set_aside = time.perf_counter()  # a checkpoint after the revision holds the revised plan
+                if step % c.save_every == 0 and step < self.total_steps:
+                    self.save_checkpoint()
+                if c.snapshot_every and step % c.snapshot_every == 0 and self.is_main:
+                    self.unwrapped.save_pretrained(self.run_dir / "snapshots" / f"step-{step:07d}")
+                aside += time.perf_counter() - set_aside
                 out_of_time = c.max_minutes is not None and (time.perf_counter() - started) / 60 > c.max_minutes
                 if out_of_time or step == stop_at_step:
                     paused = self.position.step < self.total_steps
