@@ -124,16 +124,24 @@ def test_a_saved_branch_loads_back_with_the_same_slots(tmp_path):
     assert torch.equal(slots_of(loaded, backbone), slots_of(model, backbone))
 
 
-def test_the_shipped_weights_carry_the_branch_at_under_two_percent_of_gemma():
+def test_the_shipped_weights_carry_the_branch_at_under_two_percent_of_gemma_and_it_starts_at_their_slots(tmp_path):
     """The shipped weights were trained with a 2048-wide branch (results/training/2026-12-07-eighth): it adds
-    2,624,128 parameters, and the whole compressor stays under 2% of Gemma-3-270M."""
+    2,624,128 parameters, the whole compressor stays under 2% of Gemma-3-270M, and added afresh over the
+    shipped weights without theirs it leaves the slots as they were, at the real model's shapes."""
     folder = WEIGHTS_DIR / SHIPPED["gemma-3-270m"]
     shipped = ComprExIT.from_pretrained(folder)
     assert shipped.config.projector_branch == 2048
     assert shipped.parameter_count() == json.loads((folder / CONFIG_FILE).read_text())["parameters"]
-    narrow = ComprExIT(replace(shipped.config, projector_branch=0), shipped.identity)
+    narrow = ComprExIT(replace(shipped.config, projector_branch=0), shipped.identity, shipped.embedding_rms)
+    narrow.load_state_dict({k: v for k, v in shipped.state_dict().items() if not k.startswith("projector_branch.")})
     assert shipped.parameter_count() - narrow.parameter_count() == 2 * 640 * 2048 + 640 + 2048  # 2,624,128
     assert shipped.parameter_count() < 0.02 * GEMMA_PARAMETERS
+    wide = ComprExIT.from_pretrained(narrow.save_pretrained(tmp_path / "narrow"), added={"projector_branch": 2048})
+    torch.manual_seed(0)  # the real model's shape: 19 hidden states of width 640; RMS-normalised before mixing
+    states, mask = torch.randn(2, 40, 19, 640), torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 25:] = False
+    with torch.no_grad():
+        assert torch.equal(wide.eval()(states, mask).slots, narrow.eval()(states, mask).slots)
 
 
 # ------------------------------------------------------------------ --init: added over trained weights

@@ -157,10 +157,11 @@ def run(args: argparse.Namespace) -> int:
         if args.held_out is not None:
             dataset, key = held_out_part(dataset, args.held_out), f"{key}_held_out"
         if excluded:
-            source, dataset = dataset.source, without_questions(dataset, excluded)
-            if dataset is None:  # a small file's held-out part can lie wholly inside a run's validation questions
-                emptied.append(source)
+            kept = without_questions(dataset, excluded)
+            if kept is None:  # a small file's held-out part can lie wholly inside a run's validation questions
+                emptied.append(dataset.source)
                 continue
+            dataset = kept
         datasets[key] = dataset.limit(args.limit) if args.limit else dataset
     if emptied and not datasets:
         raise InputError(f"{emptied[0]}: --exclude-questions leaves no question")
