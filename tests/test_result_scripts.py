@@ -173,14 +173,16 @@ def test_speed_choice_refuses_without_a_finished_baseline(tmp_path):
 
 
 def test_answer_types_groups_questions_by_kind_and_position(tmp_path):
-    contexts = {"y": "Built in 1912 by the river. Later a museum.", "n": "Ada Brenner kept the light for years.",
+    contexts = {"y": "Built in 1912 by the river. A museum in 1936.", "z": "1850 saw the hall open.", "n": "Ada Brenner kept the light for years.",
                 "c": "The bridge has twenty-three arches, all of stone, and more text here.", "o": "It was painted red."}
-    answers = {"y": ["1912"], "n": ["Ada Brenner"], "c": ["twenty-three"], "o": ["painted blue"]}
+    answers = {"y": ["1912"], "z": ["1850"], "n": ["Ada Brenner"], "c": ["twenty-three"], "o": ["painted blue"]}
     qa = tmp_path / "toy_train.jsonl"
     qa.write_text("\n".join(json.dumps(r) for r in [{"header": {"dataset": "toy", "split": "train"}}] + [
         {"context": contexts[q], "qas": [{"qid": q, "question": "?", "answers": answers[q]}]} for q in contexts]) + "\n")
-    for name, f1 in (("a", {"y": 0.0, "n": 1.0, "c": 0.5, "o": 0.0}), ("b", {"y": 1.0, "n": 1.0, "c": 1.0, "o": 0.5})):
-        rows = [{"qid": q, "context": "x", "prediction": "p", "answers": answers[q], "em": 0.0, "f1": f1[q]}
+    runs = (("a", {"y": 0.0, "z": 0.0, "n": 1.0, "c": 0.5, "o": 0.0}, {"y": "in 1936", "z": "1855"}),
+            ("b", {"y": 1.0, "z": 1.0, "n": 1.0, "c": 1.0, "o": 0.5}, {"y": "1912", "z": "1850"}))
+    for name, f1, said in runs:
+        rows = [{"qid": q, "context": "x", "prediction": said.get(q, "p"), "answers": answers[q], "em": 0.0, "f1": f1[q]}
                 for q in contexts]
         (tmp_path / f"{name}.json").write_text(json.dumps({"method": {"method": "m"}, "label": name, "datasets": {},
                                                             "predictions": {"toy_train": rows}}))
@@ -192,13 +194,20 @@ def test_answer_types_groups_questions_by_kind_and_position(tmp_path):
     assert done.returncode == 0, done.stderr
     found = json.loads((tmp_path / "types.json").read_text())
     kinds = {row["group"]: row for row in found["groups"]["kind"]}
-    assert {k: kinds[k]["questions"] for k in kinds} == {"year": 1, "number": 1, "name": 1, "other": 1}
+    assert {k: kinds[k]["questions"] for k in kinds} == {"year": 2, "number": 1, "name": 1, "other": 1}
     assert kinds["year"]["f1"] == [0.0, 100.0] and kinds["number"]["f1"] == [50.0, 100.0]
     positions = {row["group"]: row["questions"] for row in found["groups"]["position"]}
-    assert positions == {"first third": 3, "middle third": 0, "last third": 0, "absent": 1}
+    assert positions == {"first third": 4, "middle third": 0, "last third": 0, "absent": 1}
     windows = {row["group"]: row["questions"] for row in found["groups"]["window"]}
-    assert windows["window 1 (tokens 0-127)"] == 3 and windows["absent"] == 1
-    assert found["f1"] == [37.5, 87.5] and "| year | 1 | 0.00 | 100.00 |" in (tmp_path / "types.md").read_text()
+    assert windows["window 1 (tokens 0-127)"] == 4 and windows["absent"] == 1
+    # a's 1936 is the context's other year (bound to the wrong event), its 1855 a year the context never names
+    outcomes = {row["outcome"]: row["questions"] for row in found["year_outcomes"]}
+    assert outcomes == {"the gold year": [0, 2], "another year of the context": [1, 0],
+                        "a year not in the context, within 10 of the gold": [1, 0],
+                        "a year not in the context, further": [0, 0], "no year": [0, 0]}
+    table = (tmp_path / "types.md").read_text()
+    assert found["f1"] == [30.0, 90.0] and "| year | 2 | 0.00 | 100.00 |" in table
+    assert "| another year of the context | 1 | 0 |" in table
     (tmp_path / "b.json").write_text(json.dumps({"method": {"method": "m"}, "datasets": {}, "predictions": {"toy_train": []}}))
     done = run_script("scripts/results/answer_types.py", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                       "--data", str(qa), "-o", str(tmp_path / "types.json"), *tiny)

@@ -1,4 +1,5 @@
-"""Where the compressed context loses answers: F1 per kind of gold answer and per answer position, for
+"""Where the compressed context loses answers: F1 per kind of gold answer and per answer position, and what
+the predictions for year questions hold (the gold year, another year of the context, a year it never names), for
 several evaluations of the same questions (e.g. the shipped compressor, prompt tuning over the full
 context, the frozen model reading the full context).
 
@@ -27,6 +28,9 @@ NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", 
 KINDS = ("year", "number", "name", "other")
 POSITIONS = ("first third", "middle third", "last third", "absent")
 WINDOWS = ("window 1 (tokens 0-127)", "window 2 (128-255)", "windows 3+ (256-)", "absent")
+YEARS_IN = re.compile(r"(?<!\d)(1\d{3}|20\d{2})(?!\d)")
+YEAR_OUTCOMES = ("the gold year", "another year of the context", "a year not in the context, within 10 of the gold",
+                 "a year not in the context, further", "no year")
 RULES = ("Kinds, from the gold answers, first rule that holds: year (a gold answer is a year 1000-2099 alone), "
          "number (one holds a digit or a number word), name (the first gold answer is one to four words, each "
          "capitalised), other. Position: where the first gold answer first appears in the context (case-folded), "
@@ -59,6 +63,22 @@ def answer_window(context: str, answer: str, tokenizer, window: int = 128) -> st
         return "absent"
     start = len(tokenizer(context[:at], add_special_tokens=False)["input_ids"])
     return WINDOWS[min(2, start // window)]
+
+
+def year_outcome(prediction: str, answers: list[str], context: str) -> str:
+    """What a prediction for a year question holds: a year of the gold answers, another year the context names
+    (the right digits bound to the wrong event), a year the context never names (digits lost: near the gold year
+    when only its last digits went), or no year."""
+    said = YEARS_IN.findall(prediction)
+    if not said:
+        return "no year"
+    gold = {y for a in answers for y in YEARS_IN.findall(a)}
+    if gold & set(said):
+        return "the gold year"
+    if set(said) & set(YEARS_IN.findall(context)):
+        return "another year of the context"
+    near = any(abs(int(s) - int(g)) <= 10 for s in said for g in gold)
+    return "a year not in the context, " + ("within 10 of the gold" if near else "further")
 
 
 def mean_f1(rows: dict, keys) -> float:
@@ -100,8 +120,12 @@ def main() -> None:
                    "f1": [mean_f1(r, groups[by][name]) if groups[by].get(name) else None for r in rows]}
                   for name in order[by]] for by in groups}
     overall = [mean_f1(r, questions) for r in rows]
+    years = groups["kind"].get("year", [])
+    year_outcomes = [{"outcome": outcome, "questions": [sum(year_outcome(r[k]["prediction"], r[k]["answers"],
+                                                                        contexts[k[1]]) == outcome for k in years)
+                                                        for r in rows]} for outcome in YEAR_OUTCOMES]
     data = {"kind": "answer_types", "results": args.results, "labels": labels, "data": args.data,
-            "questions": len(questions), "f1": overall, "groups": table, "rules": RULES,
+            "questions": len(questions), "f1": overall, "groups": table, "year_outcomes": year_outcomes, "rules": RULES,
             "summarized_on": environment()}
     lines = [f"# F1 by kind of answer and by answer position ({len(questions)} questions)", "",
              RULES, ""]
@@ -114,6 +138,11 @@ def main() -> None:
             lines.append(f"| {row['group']} | {row['questions']} | " + " | ".join(f1) + " |")
         lines.append(f"| all | {len(questions)} | " + " | ".join(f"{v:.2f}" for v in overall) + " |")
         lines.append("")
+    lines += [f"## What the predictions for the {len(years)} year questions hold", "",
+              "A prediction's years (1000-2099) against the gold answers' and the context's; first rule that holds.", "",
+              "| outcome | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    lines += [f"| {row['outcome']} | " + " | ".join(str(n) for n in row["questions"]) + " |" for row in year_outcomes]
+    lines.append("")
     env = data["summarized_on"]
     lines.append(f"Summarised with commit {env.get('commit')} on {env.get('date')}; "
                  "the evaluations' own devices and commits are in their files.")
