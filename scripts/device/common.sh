@@ -31,12 +31,43 @@ pack() {  # pack NAME PATH...: one archive per step ($OUT keeps at most 8 files 
   local name=$1; shift
   local skip=(--exclude=checkpoints); [ "${PACK_WEIGHTS:-1}" = 0 ] && skip+=(--exclude='*.safetensors')
   tar -czf "$OUT/$name.tgz" "${skip[@]}" -C "$RUNS" "$@" 2>/dev/null || true
-  # a file over 16 MiB does not come back (2026-11-28: long_sft.tgz with 4.8M float32 parameters, 17.8 MB):
-  # such an archive comes back in parts of 15 MiB; here, `cat NAME.tgz.part* | tar -xz` joins them
-  if [ "$(stat -c %s "$OUT/$name.tgz" 2>/dev/null || echo 0)" -gt $(( 15 * 1024 * 1024 )) ]; then
-    split -b 15M -d "$OUT/$name.tgz" "$OUT/$name.tgz.part" && rm "$OUT/$name.tgz"
+  in_parts "$OUT/$name.tgz"
+}
+
+in_parts() {  # in_parts ARCHIVE: a file over 16 MiB does not come back (2026-11-28: long_sft.tgz with 4.8M
+  # float32 parameters, 17.8 MB); such an archive comes back in parts of 15 MiB, `cat NAME.part* | tar -xz` joins them
+  if [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -gt $(( 15 * 1024 * 1024 )) ]; then
+    split -b 15M -d "$1" "$1.part" && rm "$1"
   fi
-  ls -la "$OUT/$name".tgz*
+  ls -la "$1"*
+}
+
+# A run paused by its call's time limit lives on in its machine only, and machines are often lost between calls or
+# never come in the same session. pack_paused packs what a resume needs, so that a later lease (of any size, in any
+# session) goes on with it: the run folder with its latest checkpoint only (sharded by the trainer into files of
+# at most 15 MiB), without its snapshots. Coming back: scripts/device/stage_paused.sh puts the parts into staging
+# folders, and step `restore` unpacks every paused archive of the stage into $RUNS before the step that resumes.
+pack_paused() {  # pack_paused NAME: $OUT/NAME.paused.tgz(.partNN) if $RUNS/NAME is paused, else nothing
+  local run=$RUNS/$1 latest
+  [ -f "$run/checkpoints/latest" ] && [ ! -d "$run/final" ] || { echo "$1: not paused, nothing to keep"; return 0; }
+  latest=$(cat "$run/checkpoints/latest")
+  local skip=(--exclude="$1/snapshots") old
+  for old in "$run"/checkpoints/step-* "$run"/checkpoints/.saving-*; do
+    [ -e "$old" ] && [ "$(basename "$old")" != "$latest" ] && skip+=(--exclude="$1/checkpoints/$(basename "$old")")
+  done
+  tar -czf "$OUT/$1.paused.tgz" "${skip[@]}" -C "$RUNS" "$1"
+  in_parts "$OUT/$1.paused.tgz"
+}
+
+step_restore() {  # every paused run staged in $STAGE (NAME.paused.tgz or its parts) back into $RUNS, once
+  local archive name
+  for archive in "$STAGE"/*.paused.tgz "$STAGE"/*.paused.tgz.part00; do
+    [ -f "$archive" ] || continue
+    name=$(basename "${archive%.part00}" .paused.tgz)
+    if [ -d "$RUNS/$name" ]; then echo "restore: $RUNS/$name exists, kept as it is"; continue; fi
+    if [[ $archive == *.part00 ]]; then cat "${archive%00}"[0-9][0-9] | tar -xz -C "$RUNS"; else tar -xzf "$archive" -C "$RUNS"; fi
+    echo "restore: $name at $(cat "$RUNS/$name/checkpoints/latest")"
+  done
 }
 
 phase() {  # phase DIR ARGS...: train into DIR (data parallel), resuming it if an earlier call paused it

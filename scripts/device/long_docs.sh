@@ -71,6 +71,7 @@ step_long_ntp() {
     --long-share "$LONG_SHARE" --long-batch-size "$LONG_BATCH" --max-steps 100000 --plan-minutes "$LONG_NTP_MINUTES" \
     --max-minutes "$(( LONG_NTP_MINUTES + 1 ))" --log-every 10 "${lever[@]}"
   pack long_ntp long_ntp/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_ntp.log
+  pack_paused long_ntp
 }
 
 step_long_sft() {
@@ -79,6 +80,7 @@ step_long_sft() {
     --long-batch-size "$LONG_BATCH" --max-steps 100000 \
     --plan-minutes "$LONG_SFT_MINUTES" --max-minutes "$(( LONG_SFT_MINUTES + 1 ))" --eval-every 250 --log-every 10
   pack long_sft long_sft_docs/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft_docs.log
+  pack_paused long_sft_docs
 }
 
 step_long_eval() {  # the long-trained weights: the benchmark, the 512-token eval files, the held-out decision

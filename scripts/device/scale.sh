@@ -47,6 +47,11 @@
 #   (`setup long_sft`, SFT_MINUTES=1.8) showed --plan-minutes planning a third of the time under --compile (the
 #   probe's steps held recompilations); the trainer now revises the plan every 100 steps (PLAN_REVISE_EVERY).
 # Shipping weights of 4.8M parameters adds ~5 MB to the tree every call carries: prepare smaller pieces then.
+# A run longer than one lease (2026-12-08: machines are lost between calls, or none comes for a session): a training
+#   step that pauses also packs $OUT/<step>.paused.tgz(.partNN), the run with its latest checkpoint (~60 MB for
+#   4.8M parameters and AdamW: 4-5 parts). A later lease, of any size and in any session, stages the parts after the
+#   data (`bash scripts/device/stage_paused.sh FILES_AT` puts one per folder .device/pK), then runs
+#   `scale.sh restore long_sft`: the run resumes under its first call's plan (the same step and arguments).
 # Every step packs what it made into $OUT/<step>.tgz (metrics, curves, logs, the selected weights),
 # so results survive the machine. Training phases plan their schedule to end on time
 # (--plan-minutes) and pause with a checkpoint if they must (--max-minutes); a step that finds its
@@ -119,12 +124,14 @@ step_ntp() {  # NTP over Wikipedia + the Debian docs + the QA train contexts, pl
   phase $RUNS/ntp ntp --preset scale --data $WIKI $DEBIAN --extra-ntp $QA_TRAIN --max-steps 100000 \
     --plan-minutes "$NTP_MINUTES" --max-minutes "$(( NTP_MINUTES + 1 ))" --log-every 10
   pack ntp ntp/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} ntp.log
+  pack_paused ntp
 }
 
 step_sft() {  # SFT over all QA train files (NQ-style kept at 15%), from the NTP run's best weights
   phase $RUNS/sft sft --preset scale --init $RUNS/ntp/best --data $QA_TRAIN --data-weights $QA_WEIGHTS \
     --max-steps 100000 --plan-minutes "$SFT_MINUTES" --max-minutes "$(( SFT_MINUTES + 1 ))" --eval-every 250 --log-every 10
   pack sft sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} sft.log
+  pack_paused sft
 }
 
 step_eval() {  # the selected SFT weights on the four eval files (first 1000 questions each), one GPU per file
@@ -260,6 +267,7 @@ step_long_sft() {  # the chosen recipe, longer, weights kept for the curve (LONG
     --max-steps 100000 --plan-minutes "${SFT_MINUTES}" --max-minutes "${CALL_MINUTES:-$(( SFT_MINUTES + 1 ))}" --eval-every 250 \
     --val-questions "${VAL_QUESTIONS:-1000}" --snapshot-every "${SNAPSHOT:-250}" "${long[@]}"
   pack long_sft long_sft/{best,metrics.jsonl,curves.png,train_config.json,bounds.json} long_sft.log
+  pack_paused long_sft
 }
 
 # Item 3 of the issue (>= 2x the old 122 examples/s per GPU; 1.85x without compiling): the same SFT steps of
