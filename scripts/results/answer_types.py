@@ -15,6 +15,7 @@ The rules are RULES below. Token positions come from the bundled backbone's toke
 import argparse
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
@@ -22,13 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from comprexit.data.qa import load_qa  # noqa: E402
 from comprexit.evaluation.report import environment, load_results, write_json_and_markdown  # noqa: E402
 
-YEAR = re.compile(r"^\s*(1\d{3}|20\d{2})\s*$")
+YEAR_DIGITS = r"(1\d{3}|20\d{2})"  # a year 1000-2099
+YEAR = re.compile(rf"^\s*{YEAR_DIGITS}\s*$")  # an answer that is a year alone
+YEARS_IN = re.compile(rf"(?<!\d){YEAR_DIGITS}(?!\d)")  # every year a text names
 NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
                 "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "billion", "dozen", "half"}
 KINDS = ("year", "number", "name", "other")
 POSITIONS = ("first third", "middle third", "last third", "absent")
 WINDOWS = ("window 1 (tokens 0-127)", "window 2 (128-255)", "windows 3+ (256-)", "absent")
-YEARS_IN = re.compile(r"(?<!\d)(1\d{3}|20\d{2})(?!\d)")
 YEAR_OUTCOMES = ("the gold year", "another year of the context", "a year not in the context, within 10 of the gold",
                  "a year not in the context, further", "no year")
 RULES = ("Kinds, from the gold answers, first rule that holds: year (a gold answer is a year 1000-2099 alone), "
@@ -121,9 +123,8 @@ def main() -> None:
                   for name in order[by]] for by in groups}
     overall = [mean_f1(r, questions) for r in rows]
     years = groups["kind"].get("year", [])
-    year_outcomes = [{"outcome": outcome, "questions": [sum(year_outcome(r[k]["prediction"], r[k]["answers"],
-                                                                        contexts[k[1]]) == outcome for k in years)
-                                                        for r in rows]} for outcome in YEAR_OUTCOMES]
+    counts = [Counter(year_outcome(r[k]["prediction"], r[k]["answers"], contexts[k[1]]) for k in years) for r in rows]
+    year_outcomes = [{"outcome": outcome, "questions": [found[outcome] for found in counts]} for outcome in YEAR_OUTCOMES]
     data = {"kind": "answer_types", "results": args.results, "labels": labels, "data": args.data,
             "questions": len(questions), "f1": overall, "groups": table, "year_outcomes": year_outcomes, "rules": RULES,
             "summarized_on": environment()}
